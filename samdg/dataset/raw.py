@@ -1,0 +1,176 @@
+"""A raw dataset in the nnU-Net v2 layout, plus samdg's optional ``domains`` map.
+
+``DatasetXXX_Name/dataset.json``, ``imagesTr/{case}_{XXXX}{ending}``, ``labelsTr/{case}{ending}``, optional
+``imagesTs/`` (and ``labelsTs/``, samdg's extension for evaluation). ``dataset.json`` may map each case id to a
+domain (site, scanner or modality) in ``"domains"``; without it every case is in domain ``default``.
+Loading only lists files; :mod:`samdg.dataset.integrity` checks their contents.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from samdg.errors import SamdgError
+from samdg.imageio import SUPPORTED_ENDINGS
+from samdg.labels import LabelSpec
+from samdg.utils.files import load_json
+
+DEFAULT_DOMAIN = "default"
+REQUIRED_KEYS = ("channel_names", "labels", "file_ending")
+
+
+@dataclass
+class Case:
+    case_id: str
+    image_paths: list[str]
+    label_path: str | None
+    domain: str
+
+
+@dataclass
+class RawDataset:
+    folder: Path
+    json: dict
+    training_cases: dict[str, Case]
+    test_cases: dict[str, Case]
+    problems: list[str] = field(default_factory=list)  # listing problems, reported by the integrity check
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    @property
+    def file_ending(self) -> str:
+        return self.json["file_ending"]
+
+    @property
+    def channel_names(self) -> dict[str, str]:
+        return {str(k): str(v) for k, v in self.json["channel_names"].items()}
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.json["channel_names"])
+
+    @property
+    def labels(self) -> LabelSpec:
+        return LabelSpec.from_dataset_json(self.json["labels"], self.json.get("regions_class_order"), str(self.folder / "dataset.json"))
+
+    @property
+    def domains(self) -> dict[str, str]:
+        return {c.case_id: c.domain for c in (*self.training_cases.values(), *self.test_cases.values())}
+
+    @property
+    def domain_names(self) -> list[str]:
+        return sorted(set(self.domains.values()))
+
+    @property
+    def has_domain_map(self) -> bool:
+        return isinstance(self.json.get("domains"), dict)
+
+
+def _channel_files(folder: Path, ending: str) -> tuple[dict[str, dict[int, Path]], list[Path]]:
+    """Map case id -> {channel index: file} for files named {case}_{XXXX}{ending}; also return misnamed files."""
+    pattern = re.compile(r"^(.+)_(\d{4})" + re.escape(ending) + "$")
+    cases: dict[str, dict[int, Path]] = {}
+    misnamed = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        match = pattern.match(path.name)
+        if match:
+            cases.setdefault(match.group(1), {})[int(match.group(2))] = path
+        else:
+            misnamed.append(path)
+    return cases, misnamed
+
+
+def _list_split(folder: Path, images: str, labels: str, raw_json: dict, problems: list[str], require_labels: bool) -> dict[str, Case]:
+    ending = raw_json["file_ending"]
+    image_dir, label_dir = folder / images, folder / labels
+    if not image_dir.is_dir():
+        return {}
+    files, misnamed = _channel_files(image_dir, ending)
+    for path in misnamed:
+        problems.append(f"{path}: not named {{case}}_{{XXXX}}{ending} (4-digit channel index and the dataset's file_ending)")
+    n_channels = len(raw_json["channel_names"])
+    domain_map = raw_json.get("domains") if isinstance(raw_json.get("domains"), dict) else None
+    cases = {}
+    for case_id, channels in files.items():
+        for index in range(n_channels):
+            if index not in channels:
+                problems.append(f"{image_dir / f'{case_id}_{index:04d}{ending}'}: missing channel {index} of case {case_id}")
+        for index in channels:
+            if index >= n_channels:
+                problems.append(f"{channels[index]}: channel {index} is not declared in channel_names")
+        label_path = label_dir / f"{case_id}{ending}"
+        if not label_path.is_file():
+            label_path = None
+            if require_labels:
+                problems.append(f"{label_dir / f'{case_id}{ending}'}: label file missing for case {case_id}")
+        domain = DEFAULT_DOMAIN
+        if domain_map is not None:
+            if case_id in domain_map:
+                domain = str(domain_map[case_id])
+            else:
+                problems.append(f"{folder / 'dataset.json'}: case {case_id} ({images}) is missing from the 'domains' map")
+        image_paths = [str(channels.get(i, image_dir / f"{case_id}_{i:04d}{ending}")) for i in range(n_channels)]
+        cases[case_id] = Case(case_id, image_paths, str(label_path) if label_path else None, domain)
+    if label_dir.is_dir():
+        for path in sorted(label_dir.iterdir()):
+            if path.is_file() and not path.name.startswith(".") and path.name.endswith(ending):
+                if path.name[: -len(ending)] not in files:
+                    problems.append(f"{path}: label has no image in {images}/")
+    return cases
+
+
+def load_raw_dataset(folder: str | Path) -> RawDataset:
+    """List a raw dataset. Problems with dataset.json itself raise; file-level problems go to ``.problems``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SamdgError(f"{folder}: raw dataset folder not found")
+    json_path = folder / "dataset.json"
+    raw_json = load_json(json_path)
+    if not isinstance(raw_json, dict):
+        raise SamdgError(f"{json_path}: must hold a JSON object")
+    if "channel_names" not in raw_json and "modality" in raw_json:
+        raw_json["channel_names"] = raw_json["modality"]  # nnU-Net v1 name, still accepted
+    missing = [k for k in REQUIRED_KEYS if k not in raw_json]
+    if missing:
+        raise SamdgError(f"{json_path}: missing required key(s) {', '.join(missing)}")
+    if raw_json["file_ending"] not in SUPPORTED_ENDINGS:
+        raise SamdgError(f"{json_path}: file_ending '{raw_json['file_ending']}' is not supported ({', '.join(SUPPORTED_ENDINGS)})")
+    if not isinstance(raw_json["channel_names"], dict) or not raw_json["channel_names"]:
+        raise SamdgError(f"{json_path}: channel_names must be a non-empty object like {{\"0\": \"CT\"}}")
+    LabelSpec.from_dataset_json(raw_json["labels"], raw_json.get("regions_class_order"), str(json_path))
+    if "domains" in raw_json and not isinstance(raw_json["domains"], dict):
+        raise SamdgError(f"{json_path}: 'domains' must map case ids to domain names")
+    if not (folder / "imagesTr").is_dir():
+        raise SamdgError(f"{folder / 'imagesTr'}: folder not found")
+    problems: list[str] = []
+    training = _list_split(folder, "imagesTr", "labelsTr", raw_json, problems, require_labels=True)
+    test = _list_split(folder, "imagesTs", "labelsTs", raw_json, problems, require_labels=False)
+    if not training:
+        raise SamdgError(f"{folder / 'imagesTr'}: no image files ending in {raw_json['file_ending']}")
+    for case_id in sorted(set(training) & set(test)):
+        problems.append(f"{folder}: case id {case_id} is in both imagesTr and imagesTs")
+    n_declared = raw_json.get("numTraining")
+    if n_declared is not None and n_declared != len(training):
+        problems.append(f"{json_path}: numTraining is {n_declared} but imagesTr holds {len(training)} cases")
+    return RawDataset(folder, raw_json, training, test, problems)
+
+
+def list_image_folder(folder: str | Path, file_ending: str, num_channels: int) -> dict[str, list[str]]:
+    """Cases of a folder of raw images (e.g. imagesTs) for prediction: case id -> channel files."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SamdgError(f"{folder}: input folder not found")
+    files, _ = _channel_files(folder, file_ending)
+    cases = {}
+    for case_id, channels in files.items():
+        missing = [i for i in range(num_channels) if i not in channels]
+        if missing:
+            raise SamdgError(f"{folder}: case {case_id} lacks channel file(s) {', '.join(f'_{i:04d}' for i in missing)}")
+        cases[case_id] = [str(channels[i]) for i in range(num_channels)]
+    return cases

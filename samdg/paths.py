@@ -1,0 +1,105 @@
+"""Where samdg keeps raw datasets, preprocessed data, trained models and SAM weights.
+
+``SAMDG_raw``, ``SAMDG_preprocessed``, ``SAMDG_results`` and ``SAMDG_weights`` set the four roots. When one is
+unset a local default under ``./samdg_data/`` is used and said once on the console. ``SAMDG_raw`` may point at an
+existing ``nnUNet_raw`` folder: the raw layout is the same.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+from samdg.errors import SamdgError
+
+DEFAULT_BASE = Path("samdg_data")
+_ROOTS = {"raw": "SAMDG_raw", "preprocessed": "SAMDG_preprocessed", "results": "SAMDG_results", "weights": "SAMDG_weights"}
+_announced: set[str] = set()
+
+
+def _root(kind: str) -> Path:
+    variable = _ROOTS[kind]
+    value = os.environ.get(variable)
+    if value:
+        return Path(value).expanduser()
+    default = (DEFAULT_BASE / kind).resolve()
+    if variable not in _announced:
+        _announced.add(variable)
+        print(f"samdg: {variable} is not set; using {default}", file=sys.stderr)
+    return default
+
+
+def raw_root() -> Path:
+    return _root("raw")
+
+
+def preprocessed_root() -> Path:
+    return _root("preprocessed")
+
+
+def results_root() -> Path:
+    return _root("results")
+
+
+def weights_root() -> Path:
+    return _root("weights")
+
+
+_DATASET_FOLDER = re.compile(r"^Dataset(\d{3,})_(.+)$")
+
+
+def dataset_id_of(name: str) -> int:
+    """``Dataset005_Prostate`` -> 5 (ids may have more than three digits)."""
+    match = _DATASET_FOLDER.match(name)
+    if not match:
+        raise SamdgError(f"'{name}' is not a dataset folder name of the form DatasetXXX_Name")
+    return int(match.group(1))
+
+
+def dataset_folder_name(dataset_id: int, name: str) -> str:
+    return f"Dataset{dataset_id:03d}_{name}"
+
+
+def resolve_dataset_name(id_or_name: str | int) -> str:
+    """Turn ``5``, ``"5"``, ``"005"`` or ``"Dataset005_Prostate"`` into the dataset's folder name.
+
+    The three roots are searched; no match or several different names are errors that list what exists.
+    """
+    text = str(id_or_name).strip()
+    if text.startswith("Dataset"):
+        return text
+    if not text.isdigit():
+        raise SamdgError(f"dataset '{text}' is neither a number nor a DatasetXXX_Name folder name")
+    wanted = int(text)
+    found: set[str] = set()
+    available: set[str] = set()
+    for root in (raw_root(), preprocessed_root(), results_root()):
+        if not root.is_dir():
+            continue
+        for entry in root.iterdir():
+            match = _DATASET_FOLDER.match(entry.name)
+            if entry.is_dir() and match:
+                available.add(entry.name)
+                if int(match.group(1)) == wanted:
+                    found.add(entry.name)
+    if len(found) == 1:
+        return found.pop()
+    roots = ", ".join(f"{v}={_root(k)}" for k, v in _ROOTS.items() if k != "weights")
+    if not found:
+        listing = ", ".join(sorted(available)) or "none"
+        raise SamdgError(f"no dataset with id {wanted} (looked in {roots}); datasets found: {listing}")
+    raise SamdgError(f"dataset id {wanted} is ambiguous, several folders match: {', '.join(sorted(found))}")
+
+
+def raw_dataset_dir(name: str) -> Path:
+    return raw_root() / name
+
+
+def preprocessed_dataset_dir(name: str) -> Path:
+    return preprocessed_root() / name
+
+
+def results_dataset_dir(name: str) -> Path:
+    return results_root() / name

@@ -1,0 +1,81 @@
+"""Atomic file writing: every file samdg writes appears whole or not at all.
+
+A temp file is written in the destination folder and moved into place with ``os.replace``, which is atomic on
+POSIX file systems, so a killed process never leaves a half-written output behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(destination: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``destination``; on success it is renamed onto ``destination``.
+
+    ``suffix`` keeps file-type detection working for writers that look at the extension (e.g. ``.nii.gz``);
+    by default the destination's own multi-part suffix is reused.
+    """
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    if suffix is None:
+        suffix = "".join(destination.suffixes) or ".tmp"
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=suffix, dir=destination.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, destination)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(destination: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(destination) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(destination: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(destination, text.encode("utf-8"))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__} to JSON")
+
+
+def atomic_write_json(destination: str | os.PathLike, obj: Any, indent: int = 2) -> None:
+    """Write JSON atomically; numpy scalars/arrays and paths are converted; key order is kept."""
+    atomic_write_text(destination, json.dumps(obj, indent=indent, sort_keys=False, default=_json_default) + "\n")
+
+
+def atomic_save_npy(destination: str | os.PathLike, array: np.ndarray) -> None:
+    with atomic_path(destination, suffix=".npy") as tmp:
+        np.save(tmp, array, allow_pickle=False)
+
+
+def load_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file, turning a syntax error into a message that names the file."""
+    from samdg.errors import SamdgError
+
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise SamdgError(f"{path}: file not found") from None
+    except json.JSONDecodeError as e:
+        raise SamdgError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None

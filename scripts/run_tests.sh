@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Sets up the environment if needed and runs the whole test suite on the CPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
+exec .venv/bin/python -m pytest -n 2 --dist loadfile -q -p no:cacheprovider tests "$@"

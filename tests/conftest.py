@@ -1,0 +1,30 @@
+"""Shared fixtures: every test gets its own SAMDG_* roots, so nothing touches a user's data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "totalseg_ct_mr"
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture(autouse=True)
+def samdg_roots(tmp_path, monkeypatch):
+    roots = {}
+    for kind in ("raw", "preprocessed", "results", "weights"):
+        folder = tmp_path / f"samdg_{kind}"
+        folder.mkdir()
+        monkeypatch.setenv(f"SAMDG_{kind}", str(folder))
+        roots[kind] = folder
+    return roots
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        raise FileNotFoundError(f"the shared test data is missing: {SHARED_DATA}")
+    return SHARED_DATA

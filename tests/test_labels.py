@@ -1,0 +1,59 @@
+import pytest
+import torch
+
+from samdg.errors import SamdgError
+from samdg.labels import LabelSpec, label_map_from_logits, targets_from_label_map, valid_mask
+
+
+def test_plain_labels():
+    spec = LabelSpec.from_dataset_json({"background": 0, "PZ": 1, "TZ": 2})
+    assert spec.names == ("PZ", "TZ") and spec.classes == ((1,), (2,)) and spec.num_classes == 2
+    assert not spec.has_regions
+
+
+def test_regions_need_an_order():
+    labels = {"background": 0, "whole": [1, 2, 3], "core": [2, 3], "enhancing": 3}
+    with pytest.raises(SamdgError, match="regions_class_order"):
+        LabelSpec.from_dataset_json(labels)
+    spec = LabelSpec.from_dataset_json(labels, [1, 2, 3])
+    assert spec.has_regions and spec.classes == ((1, 2, 3), (2, 3), (3,))
+
+
+def test_bad_label_declarations():
+    with pytest.raises(SamdgError, match="background"):
+        LabelSpec.from_dataset_json({"liver": 1})
+    with pytest.raises(SamdgError, match="non-negative integer"):
+        LabelSpec.from_dataset_json({"background": 0, "liver": "one"})
+    with pytest.raises(SamdgError, match="ignore"):
+        LabelSpec.from_dataset_json({"background": 0, "ignore": 1, "liver": 2})
+
+
+def test_targets_and_label_map_round_trip():
+    spec = LabelSpec.from_dataset_json({"background": 0, "a": 1, "b": 2})
+    target = torch.tensor([[[0, 1], [2, 1]]])
+    onehot = targets_from_label_map(target, spec)
+    assert onehot.shape == (1, 2, 2, 2)
+    logits = (onehot * 2 - 1) * 10
+    assert torch.equal(label_map_from_logits(logits, spec), target)
+
+
+def test_label_map_takes_most_probable_class_above_half():
+    spec = LabelSpec.from_dataset_json({"background": 0, "a": 1, "b": 5})
+    probabilities = torch.tensor([0.6, 0.9]).view(1, 2, 1, 1)
+    assert label_map_from_logits(torch.logit(probabilities), spec).item() == 5
+    low = torch.tensor([0.4, 0.3]).view(1, 2, 1, 1)
+    assert label_map_from_logits(torch.logit(low), spec).item() == 0
+
+
+def test_regions_painted_in_order():
+    spec = LabelSpec.from_dataset_json({"background": 0, "whole": [1, 2], "core": 2}, [1, 2])
+    target = torch.tensor([[[0, 1, 2]]])
+    onehot = targets_from_label_map(target, spec)
+    assert onehot[0, :, 0].tolist() == [[0, 1, 1], [0, 0, 1]]
+    assert torch.equal(label_map_from_logits((onehot * 2 - 1) * 10, spec), target)
+
+
+def test_ignore_label_is_masked():
+    spec = LabelSpec.from_dataset_json({"background": 0, "a": 1, "ignore": 2})
+    assert spec.ignore_label == 2 and spec.num_classes == 1
+    assert valid_mask(torch.tensor([0, 1, 2]), spec).tolist() == [True, True, False]
