@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from samdg.errors import SamdgError
-from samdg.imageio import SUPPORTED_ENDINGS
+from samdg.imageio import ENDINGS_2D, SUPPORTED_ENDINGS
 from samdg.labels import LabelSpec
 from samdg.utils.files import load_json
 
@@ -70,6 +70,18 @@ class RawDataset:
         return isinstance(self.json.get("domains"), dict)
 
 
+RGB_CHANNEL_NAMES = (("r", "g", "b"), ("red", "green", "blue"))
+
+
+def channel_files_per_case(raw_json: dict) -> int:
+    """How many ``_XXXX`` files a case has: one per channel, except nnU-Net's RGB convention for 2D natural
+    images, where ``channel_names`` is ``{"0": "R", "1": "G", "2": "B"}`` and the case is one ``_0000`` file."""
+    names = tuple(str(v).lower() for v in raw_json["channel_names"].values())
+    if raw_json["file_ending"] in ENDINGS_2D and names in RGB_CHANNEL_NAMES:
+        return 1
+    return len(names)
+
+
 def _channel_files(folder: Path, ending: str) -> tuple[dict[str, dict[int, Path]], list[Path]]:
     """Map case id -> {channel index: file} for files named {case}_{XXXX}{ending}; also return misnamed files."""
     pattern = re.compile(r"^(.+)_(\d{4})" + re.escape(ending) + "$")
@@ -94,7 +106,7 @@ def _list_split(folder: Path, images: str, labels: str, raw_json: dict, problems
     files, misnamed = _channel_files(image_dir, ending)
     for path in misnamed:
         problems.append(f"{path}: not named {{case}}_{{XXXX}}{ending} (4-digit channel index and the dataset's file_ending)")
-    n_channels = len(raw_json["channel_names"])
+    n_channels = channel_files_per_case(raw_json)
     domain_map = raw_json.get("domains") if isinstance(raw_json.get("domains"), dict) else None
     cases = {}
     for case_id, channels in files.items():
@@ -103,7 +115,7 @@ def _list_split(folder: Path, images: str, labels: str, raw_json: dict, problems
                 problems.append(f"{image_dir / f'{case_id}_{index:04d}{ending}'}: missing channel {index} of case {case_id}")
         for index in channels:
             if index >= n_channels:
-                problems.append(f"{channels[index]}: channel {index} is not declared in channel_names")
+                problems.append(f"{channels[index]}: channel file {index} is not declared in channel_names")
         label_path = label_dir / f"{case_id}{ending}"
         if not label_path.is_file():
             label_path = None

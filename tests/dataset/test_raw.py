@@ -84,3 +84,18 @@ def test_prediction_folder_listing(tmp_path):
     assert sorted(cases) == ["case0", "case1"]
     with pytest.raises(SamdgError, match="lacks channel file"):
         list_image_folder(folder / "imagesTr", ".nii.gz", 3)
+
+
+def test_nnunet_rgb_convention_is_one_file_per_case(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "Dataset010_Fundus"
+    (folder / "imagesTr").mkdir(parents=True)
+    (folder / "labelsTr").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "imagesTr" / "eye_0000.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / "labelsTr" / "eye.png")
+    meta = {"channel_names": {"0": "R", "1": "G", "2": "B"}, "labels": {"background": 0, "disc": 1},
+            "numTraining": 1, "file_ending": ".png"}
+    (folder / "dataset.json").write_text(json.dumps(meta))
+    raw = load_raw_dataset(folder)
+    assert raw.problems == [] and len(raw.training_cases["eye"].image_paths) == 1
