@@ -9,7 +9,9 @@ import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "totalseg_ct_mr"
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# One intra-op thread per test process: the suite runs two processes (pytest -n 2) on two cores, and
+# oversubscribed torch threads spin and slow everything down many times over.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
