@@ -72,7 +72,11 @@ def write(array_zyx: np.ndarray, geometry: Geometry, path: Path) -> None:
     """Write a (1,Y,X) label/grey array, or (3,1,Y,X) RGB, as the original 2D format."""
     pixels = np.asarray(array_zyx)
     pixels = pixels[0] if pixels.ndim == 3 else np.moveaxis(pixels[:, 0], 0, -1)
-    if np.issubdtype(pixels.dtype, np.integer):
+    if geometry.file_ending not in (".tif", ".tiff") or np.issubdtype(pixels.dtype, np.integer):
+        # PNG/BMP hold integers only: values are rounded and kept in the 8- or 16-bit range they fit
+        if pixels.size and (pixels.min() < 0 or pixels.max() > 65535 or not np.all(np.isfinite(pixels))):
+            raise SamdgError(f"{path}: values outside 0..65535 cannot be stored as {geometry.file_ending}")
+        pixels = np.rint(pixels)
         pixels = pixels.astype(np.uint8 if pixels.max(initial=0) < 256 else np.uint16)
     with atomic_path(path) as tmp:
         if geometry.file_ending in (".tif", ".tiff"):

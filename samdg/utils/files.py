@@ -15,6 +15,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(destination: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
@@ -32,6 +35,7 @@ def atomic_path(destination: str | os.PathLike, suffix: str | None = None) -> It
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs get the usual permissions
         os.replace(tmp, destination)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -1,0 +1,457 @@
+"""The plans file: every choice the planner made, as typed data that round-trips through JSON.
+
+``samdgPlans.json`` is the only configuration of preprocessing, training and prediction. Each field is a
+dataclass field whose ``metadata["doc"]`` explains it; ``documentation/plans.md`` is generated from those docs
+(:func:`field_reference_markdown`), so the page cannot drift from the code. Users change entries with
+``apply_overrides`` (the ``--override key=value`` option), which validates keys and types and records the change
+in ``decisions``.
+
+Axis orders: "canonical" is the (Z,Y,X) = (S,A,R) order of :mod:`samdg.imageio`; "transposed" is
+(slice, row, col) after ``transpose_forward``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from samdg.errors import SamdgError
+from samdg.utils.files import atomic_write_json, load_json
+
+SCHEMA_VERSION = 1
+PLANS_NAME = "samdgPlans"
+DATA_IDENTIFIER = "samdgPlans_2d"
+
+NormalizationScheme = Literal["ct_clip_scale", "percentile_clip_scale", "rgb_scale", "minmax"]
+MappingMode = Literal["replicate", "context", "modalities", "rgb"]
+Augmentation = Literal["default", "dg_strong", "none"]
+
+
+def _doc(text: str, **kwargs) -> Any:
+    return field(metadata={"doc": text}, **kwargs)
+
+
+@dataclass
+class ChannelNormalization:
+    """How one input channel is mapped to [0, 1]."""
+
+    scheme: NormalizationScheme = _doc(
+        "`ct_clip_scale`: clip to the dataset-wide [clip_low, clip_high] then scale to [0,1] (CT, calibrated HU); "
+        "`percentile_clip_scale`: clip each case to its own `percentiles` of nonzero voxels then scale (MR, other "
+        "grey); `rgb_scale`: divide by clip_high (255 for 8-bit); `minmax`: each case's min..max to [0,1]")
+    clip_low: float | None = _doc("lower clip value (`ct_clip_scale`, `rgb_scale`), else null", default=None)
+    clip_high: float | None = _doc("upper clip value (`ct_clip_scale`, `rgb_scale`), else null", default=None)
+    percentiles: list[float] | None = _doc("per-case percentiles of nonzero voxels (`percentile_clip_scale`)", default=None)
+
+
+@dataclass
+class ChannelMapping:
+    """How the C preprocessed channels become SAM's 3 input channels (see ``sam_input.slice_to_sam_channels``)."""
+
+    mode: MappingMode = _doc(
+        "`replicate`: one grey channel three times; `context`: one channel at slices s+offset (2.5D); "
+        "`modalities`: up to three channels side by side; `rgb`: the image's own R,G,B")
+    channels: list[int] = _doc("data channel index feeding each of SAM's 3 input channels")
+    slice_offsets: list[int] = _doc("slice offset of each SAM channel (non-zero only in `context` mode; clamped at "
+                                     "the volume ends)", default_factory=lambda: [0, 0, 0])
+
+
+@dataclass
+class SamSettings:
+    """The SAM variant and how slices are fitted to it."""
+
+    variant: str = _doc("backbone variant name in the registry (`samdg.models.backbones`)")
+    checkpoint: str | None = _doc("weights file; null = the variant's default (or a random init for tiny variants)")
+    input_size: int = _doc("square input side in pixels; slices are resized longest-side-first and zero-padded")
+    intensity: str = _doc("the variant's intensity convention (`unit_range` or `sam_meanstd_255`), applied by the "
+                          "backbone on the [0,1] input")
+    inplane_crop: list[int] | None = _doc(
+        "in-plane crop (rows, cols, preprocessed pixels) taken from a slice before fitting it to the input; "
+        "null = the whole slice", default=None)
+
+
+@dataclass
+class TrainingSettings:
+    """Training defaults; the trainer reads them, the CLI may override them."""
+
+    batch_size: int = _doc("slices per batch on a GPU (from the GPU memory and the variant's per-sample estimate)")
+    batch_size_cpu: int = _doc("slices per batch when training on the CPU", default=2)
+    num_epochs: int = _doc("epochs", default=100)
+    iterations_per_epoch: int = _doc("batches per epoch", default=250)
+    oversample_foreground_percent: float = _doc("share of each batch forced to contain foreground", default=0.33)
+    num_workers: int = _doc("data-loading worker processes", default=4)
+    augmentation: Augmentation = _doc("`default` (nnU-Net-like), `dg_strong` (intensity-heavy, for domain "
+                                      "shift) or `none`", default="default")
+
+
+@dataclass
+class Decision:
+    """One planner decision and the rule that produced it."""
+
+    key: str = _doc("dotted plans key the decision set")
+    value: Any = _doc("the value chosen")
+    reason: str = _doc("why")
+
+
+@dataclass
+class Plans:
+    """The whole plan of a dataset (``samdgPlans.json``)."""
+
+    dataset_name: str = _doc("DatasetXXX_Name")
+    channel_names: dict[str, str] = _doc("dataset.json `channel_names`")
+    modalities: list[str] = _doc("modality of each data channel: `CT`, `MR`, `RGB` or `other`")
+    labels: dict[str, Any] = _doc("dataset.json `labels` (name -> int or list of ints for regions)")
+    regions_class_order: list[int] | None = _doc("dataset.json `regions_class_order` (region datasets only)")
+    is_2d: bool = _doc("true for 2D image datasets (.png/.tif/...), stored as single-slice volumes")
+    slice_axis: int = _doc("canonical axis the 2D slices are taken across (0 = axial for (S,A,R))")
+    transpose_forward: list[int] = _doc("canonical axes -> (slice, row, col)")
+    transpose_backward: list[int] = _doc("inverse permutation of `transpose_forward`")
+    original_median_spacing: list[float] = _doc("median spacing over cases (mm, transposed order)")
+    original_median_shape: list[int] = _doc("median shape after cropping to nonzero (transposed order)")
+    target_spacing: list[float] = _doc("spacing after preprocessing (transposed); the slice spacing is kept, only "
+                                       "the in-plane axes are resampled")
+    median_shape_after_resampling: list[int] = _doc("median preprocessed shape (transposed), for information")
+    normalization: list[ChannelNormalization] = _doc("one entry per data channel")
+    channel_mapping: ChannelMapping = _doc("data channels -> SAM's 3 input channels")
+    crop_to_nonzero: bool = _doc("crop each case to the bounding box of nonzero voxels (all channels) first")
+    sam: SamSettings = _doc("SAM variant settings")
+    training: TrainingSettings = _doc("training defaults")
+    methods: dict[str, dict[str, Any]] = _doc("default settings of every registered method, by method name")
+    decisions: list[Decision] = _doc("every planner decision with its reason, user overrides last",
+                                     default_factory=list)
+    schema_version: int = _doc("plans schema version (migrated on load)", default=SCHEMA_VERSION)
+    plans_name: str = _doc("plans identifier", default=PLANS_NAME)
+    data_identifier: str = _doc("name of the folder holding the preprocessed cases", default=DATA_IDENTIFIER)
+
+    # ----------------------------------------------------------------------------------------------- JSON
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "plans") -> "Plans":
+        data = migrate(copy.deepcopy(data), source)
+        plans = _build(cls, data, source)
+        plans.validate(source)
+        return plans
+
+    def save(self, path: str | Path) -> None:
+        self.validate(str(path))
+        atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Plans":
+        return cls.from_dict(load_json(path), str(path))
+
+    # ------------------------------------------------------------------------------------------ queries
+    @property
+    def num_channels(self) -> int:
+        return len(self.normalization)
+
+    def decision(self, key: str) -> Decision | None:
+        """The latest decision recorded for ``key`` (a user override wins over the planner's)."""
+        for entry in reversed(self.decisions):
+            if entry.key == key:
+                return entry
+        return None
+
+    def preprocessing_hash(self) -> str:
+        """Hash of everything that changes the preprocessed arrays; a changed hash re-preprocesses a case."""
+        relevant = {k: getattr(self, k) for k in ("schema_version", "data_identifier", "transpose_forward",
+                                                   "target_spacing", "crop_to_nonzero", "is_2d")}
+        relevant["normalization"] = [to_plain(n) for n in self.normalization]
+        relevant["code_version"] = PREPROCESSING_CODE_VERSION
+        text = json.dumps(relevant, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def validate(self, source: str = "plans") -> None:
+        """Cross-field consistency; raises SamdgError naming the offending key."""
+        problems = []
+        if sorted(self.transpose_forward) != [0, 1, 2]:
+            problems.append(f"transpose_forward {self.transpose_forward} is not a permutation of [0, 1, 2]")
+        elif [self.transpose_forward.index(i) for i in range(3)] != list(self.transpose_backward):
+            problems.append("transpose_backward is not the inverse of transpose_forward")
+        elif self.transpose_forward[0] != self.slice_axis:
+            problems.append(f"transpose_forward must start with slice_axis ({self.slice_axis})")
+        if len(self.target_spacing) != 3 or min(self.target_spacing) <= 0:
+            problems.append(f"target_spacing {self.target_spacing} must be 3 positive numbers")
+        if len(self.modalities) != len(self.normalization):
+            problems.append(f"normalization has {len(self.normalization)} entries for {len(self.modalities)} channels")
+        for i, norm in enumerate(self.normalization):
+            if norm.scheme in ("ct_clip_scale", "rgb_scale") and (norm.clip_low is None or norm.clip_high is None
+                                                                  or norm.clip_high <= norm.clip_low):
+                problems.append(f"normalization.{i}: {norm.scheme} needs clip_low < clip_high")
+            if norm.scheme == "percentile_clip_scale" and (not norm.percentiles or len(norm.percentiles) != 2
+                                                           or not 0 <= norm.percentiles[0] < norm.percentiles[1] <= 100):
+                problems.append(f"normalization.{i}: percentile_clip_scale needs percentiles [low, high] in 0..100")
+        mapping = self.channel_mapping
+        if len(mapping.channels) != 3 or len(mapping.slice_offsets) != 3:
+            problems.append("channel_mapping.channels and .slice_offsets need exactly 3 entries")
+        elif any(not 0 <= c < len(self.normalization) for c in mapping.channels):
+            problems.append(f"channel_mapping.channels {mapping.channels} refers to a channel that does not exist "
+                            f"({len(self.normalization)} channels)")
+        if self.sam.input_size < 16:
+            problems.append(f"sam.input_size {self.sam.input_size} is too small")
+        if self.sam.inplane_crop is not None and (len(self.sam.inplane_crop) != 2 or min(self.sam.inplane_crop) < 1):
+            problems.append("sam.inplane_crop must be null or [rows, cols]")
+        t = self.training
+        if t.batch_size < 1 or t.batch_size_cpu < 1 or t.num_epochs < 1 or t.iterations_per_epoch < 1 or t.num_workers < 0:
+            problems.append("training: batch sizes, num_epochs and iterations_per_epoch must be >= 1, num_workers >= 0")
+        if not 0 <= t.oversample_foreground_percent <= 1:
+            problems.append("training.oversample_foreground_percent must lie in [0, 1]")
+        if problems:
+            raise SamdgError(f"{source}: " + "; ".join(problems))
+
+
+# Bump when the preprocessing code changes its output for the same plan, so old preprocessed cases are redone.
+PREPROCESSING_CODE_VERSION = 1
+
+
+# --------------------------------------------------------------------------------------------- migration
+def _migrations() -> dict[int, typing.Callable[[dict], dict]]:
+    """version -> function turning a plans dict of that version into version + 1 (none yet)."""
+    return {}
+
+
+def migrate(data: dict[str, Any], source: str = "plans") -> dict[str, Any]:
+    """Bring a plans dict written by an older samdg to the current schema; refuse newer or unversioned files."""
+    if not isinstance(data, dict):
+        raise SamdgError(f"{source}: a plans file must hold a JSON object")
+    version = data.get("schema_version")
+    if not isinstance(version, int):
+        raise SamdgError(f"{source}: no integer 'schema_version'; not a samdg plans file")
+    if version > SCHEMA_VERSION:
+        raise SamdgError(f"{source}: schema_version {version} was written by a newer samdg (this one reads "
+                         f"<= {SCHEMA_VERSION}); upgrade samdg")
+    steps = _migrations()
+    while version < SCHEMA_VERSION:
+        if version not in steps:
+            raise SamdgError(f"{source}: no migration from schema_version {version}; re-run samdg_plan_and_preprocess")
+        data = steps[version](data)
+        version += 1
+        data["schema_version"] = version
+    return data
+
+
+# ------------------------------------------------------------------------------------- dataclass <-> JSON
+def to_plain(value: Any) -> Any:
+    """Dataclasses, tuples and numpy scalars -> plain JSON types."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if hasattr(value, "item") and callable(value.item):  # numpy scalar
+        return value.item()
+    return value
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _build(cls, data: Any, where: str):
+    if not isinstance(data, dict):
+        raise SamdgError(f"{where}: expected an object for {cls.__name__}, got {type(data).__name__}")
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise SamdgError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(names)}")
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            values[f.name] = _convert(data[f.name], hints[f.name], f"{where}.{f.name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise SamdgError(f"{where}: missing key '{f.name}'")
+    return cls(**values)
+
+
+def _type_name(hint: Any) -> str:
+    if isinstance(hint, type) and not typing.get_args(hint):
+        return hint.__name__
+    return str(hint).replace("typing.", "").replace(f"{__name__}.", "")
+
+
+def _convert(value: Any, hint: Any, where: str) -> Any:
+    """Check ``value`` against the type ``hint`` and convert JSON values (lists, dicts) into dataclasses."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, option, where)
+            except SamdgError as error:
+                errors.append(str(error))
+        raise SamdgError(errors[0] if len(errors) == 1 else f"{where}: {value!r} does not match {_type_name(hint)}")
+    if origin is Literal:
+        if value not in args:
+            raise SamdgError(f"{where}: {value!r} is not one of {', '.join(map(str, args))}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise SamdgError(f"{where}: expected a list, got {value!r}")
+        return [_convert(v, args[0], f"{where}.{i}") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SamdgError(f"{where}: expected an object, got {value!r}")
+        return {str(k): _convert(v, args[1], f"{where}.{k}") for k, v in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise SamdgError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise SamdgError(f"{where}: expected an integer, got {value!r}")
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SamdgError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise SamdgError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported type hint {hint!r} at {where}")  # a programming error, not a user error
+
+
+# ----------------------------------------------------------------------------------------------- overrides
+def _resolve(root: Any, hint: Any, parts: list[str], key: str):
+    """Walk a dotted key; return (container, last part, hint of the last part)."""
+    node, node_hint = root, hint
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        origin, args = typing.get_origin(node_hint), typing.get_args(node_hint)
+        if dataclasses.is_dataclass(node):
+            hints = _hints(type(node))
+            if part not in hints:
+                raise SamdgError(f"--override {key}: unknown key '{part}'; valid keys here: {', '.join(hints)}")
+            child, child_hint = getattr(node, part), hints[part]
+        elif isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise SamdgError(f"--override {key}: '{part}' is not an index of a list of {len(node)} entries")
+            child, child_hint = node[int(part)], args[0] if args else Any
+        elif isinstance(node, dict):
+            if part not in node:
+                raise SamdgError(f"--override {key}: unknown key '{part}'; valid keys here: {', '.join(node) or 'none'}")
+            child = node[part]
+            child_hint = args[1] if origin is dict and len(args) == 2 and args[1] is not Any else _hint_of_value(child)
+        else:
+            raise SamdgError(f"--override {key}: '{parts[depth - 1]}' has no sub-keys")
+        if last:
+            return node, part, child_hint
+        node, node_hint = child, child_hint
+    raise SamdgError("--override: empty key")
+
+
+def _hint_of_value(value: Any) -> Any:
+    """Type of a free-form settings entry (method settings): the type of its current value."""
+    if isinstance(value, bool):
+        return bool
+    if isinstance(value, (int, float)):
+        return float if isinstance(value, float) else int
+    if isinstance(value, str):
+        return str
+    return Any
+
+
+def valid_override_keys(plans: Plans) -> list[str]:
+    """Every dotted key ``apply_overrides`` accepts for ``plans`` (lists by index, method settings by name)."""
+    keys: list[str] = []
+
+    def walk(node: Any, prefix: str) -> None:
+        if dataclasses.is_dataclass(node):
+            for f in dataclasses.fields(node):
+                if f.name == "decisions":
+                    continue
+                keys.append(prefix + f.name)
+                walk(getattr(node, f.name), f"{prefix}{f.name}.")
+        elif isinstance(node, dict) and prefix.startswith("methods."):
+            for k, v in node.items():
+                keys.append(prefix + k)
+                walk(v, f"{prefix}{k}.")
+        elif isinstance(node, list) and node and dataclasses.is_dataclass(node[0]):
+            for i, v in enumerate(node):
+                walk(v, f"{prefix}{i}.")
+
+    walk(plans, "")
+    return keys
+
+
+def apply_overrides(plans: Plans, overrides: dict[str, Any], reason: str = "set by the user (--override)") -> Plans:
+    """Return a copy of ``plans`` with dotted keys replaced, e.g. ``{"training.batch_size": 4}``.
+
+    Keys and value types are checked (an unknown key raises SamdgError listing the valid keys); each change is
+    appended to ``decisions``. ``decisions`` itself cannot be overridden.
+    """
+    result = copy.deepcopy(plans)
+    for key, value in overrides.items():
+        parts = key.split(".")
+        if parts[0] == "decisions":
+            raise SamdgError("--override decisions: the decision log cannot be overridden")
+        try:
+            container, last, hint = _resolve(result, Plans, parts, key)
+        except SamdgError as error:
+            if "unknown key" in str(error) and len(parts) == 1:
+                raise SamdgError(f"--override {key}: unknown key; valid keys: {', '.join(valid_override_keys(plans))}") from None
+            raise
+        converted = _convert(value, hint, f"--override {key}")
+        if isinstance(container, list):
+            old = container[int(last)]
+            container[int(last)] = converted
+        elif isinstance(container, dict):
+            old = container[last]
+            container[last] = converted
+        else:
+            old = getattr(container, last)
+            setattr(container, last, converted)
+        if key in ("transpose_forward", "slice_axis"):
+            _sync_transpose(result, key)
+        result.decisions.append(Decision(key, to_plain(converted), f"{reason}; planner chose {to_plain(old)!r}"))
+    result.validate("--override")
+    return result
+
+
+def _sync_transpose(plans: Plans, key: str) -> None:
+    """Keep slice_axis / transpose_forward / transpose_backward consistent when the user sets one of them."""
+    if key == "slice_axis":
+        if plans.slice_axis not in (0, 1, 2):
+            raise SamdgError(f"--override slice_axis: must be 0, 1 or 2, got {plans.slice_axis}")
+        plans.transpose_forward = [plans.slice_axis] + [a for a in range(3) if a != plans.slice_axis]
+    if sorted(plans.transpose_forward) == [0, 1, 2]:
+        plans.slice_axis = plans.transpose_forward[0]
+        plans.transpose_backward = [plans.transpose_forward.index(i) for i in range(3)]
+
+
+# ---------------------------------------------------------------------------------------- documentation
+def field_reference_markdown() -> str:
+    """Markdown tables of every plans field (type, default, meaning), generated from the dataclasses."""
+    sections = []
+    for cls, prefix in ((Plans, ""), (ChannelNormalization, "normalization.N."), (ChannelMapping, "channel_mapping."),
+                        (SamSettings, "sam."), (TrainingSettings, "training."), (Decision, "decisions.N.")):
+        hints = _hints(cls)
+        rows = [f"### `{cls.__name__}` ({cls.__doc__.strip()})", "", "| key | type | default | meaning |",
+                "| --- | --- | --- | --- |"]
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                default = f"`{json.dumps(f.default)}`"
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f"`{json.dumps(f.default_factory())}`"
+            else:
+                default = "planned"
+            type_name = _type_name(hints[f.name]).replace("|", "or")
+            rows.append(f"| `{prefix}{f.name}` | `{type_name}` | {default} | {f.metadata.get('doc', '')} |")
+        sections.append("\n".join(rows))
+    return "\n\n".join(sections) + "\n"
