@@ -1,0 +1,198 @@
+"""Run a cross-domain benchmark end to end: train (or reuse) -> predict -> evaluate -> matrix, heatmap, overlays.
+
+Output folder (default ``$SAMDG_results/DatasetXXX_Name/benchmark__<method>__<protocol>/``)::
+
+    matrix.csv  matrix.md  matrix.png  cells.csv   the source x target matrix (see samdg.benchmark.matrix)
+    overlays/<target>_{best,worst}.png            best and worst cross-domain case per target domain
+    predictions/<src-...>/                         each model's predictions, with evaluation_Ts|Tr/per_case.csv ...
+    benchmark.json                                 settings, models (trained or reused), notes, headline numbers
+
+Every stage resumes: trained models are reused, finished predictions are skipped (redone when the model's
+checkpoint changed), evaluations and tables are recomputed (they are cheap).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from samdg.benchmark import matrix, overlays
+from samdg.benchmark.protocols import (EvaluationCases, ModelPlan, check_domains, evaluation_cases, evaluation_notes,
+                                       model_plans, parse_sources)
+from samdg.dataset.raw import RawDataset, load_raw_dataset
+from samdg.errors import SamdgError
+from samdg.paths import raw_dataset_dir, resolve_dataset_name, results_dataset_dir
+from samdg.utils.files import atomic_write_json, load_json
+
+FOLD = "all"
+
+
+@dataclass
+class BenchmarkSettings:
+    """What ``samdg_benchmark`` was asked for.
+
+    ``sources``: comma-separated source domains (single-source) or held-out domains (leave-one-domain-out); None =
+    every domain. ``epochs``, ``iters_per_epoch``, ``device``, ``embedding_cache`` and ``overrides`` go to training
+    (None = the plan's value); ``predict_batch_size`` and ``mirroring`` to prediction.
+    """
+
+    dataset: str
+    method: str
+    protocol: str
+    sources: str | None = None
+    epochs: int | None = None
+    iters_per_epoch: int | None = None
+    device: str = "auto"
+    embedding_cache: str = "off"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    predict_batch_size: int | None = None
+    mirroring: bool = False
+    output_dir: str | None = None
+    num_processes: int = 2
+    progress: bool = True
+
+
+def benchmark_dir(dataset_name: str, method: str, protocol: str) -> Path:
+    return results_dataset_dir(dataset_name) / f"benchmark__{method}__{protocol}"
+
+
+def ensure_trained(settings: BenchmarkSettings, dataset_name: str, plan: ModelPlan,
+                   log: Callable[[str], None]) -> tuple[Path, str]:
+    """The fold folder of the model of ``plan``: reused when its final checkpoint exists, else trained (resuming)."""
+    from samdg.training import TrainingArgs, results_fold_dir, train
+
+    fold_dir = results_fold_dir(dataset_name, settings.method, FOLD, list(plan.training_domains))
+    if (fold_dir / "checkpoint_final.pth").is_file():
+        note = _reuse_note(fold_dir, settings)
+        log(f"[{plan.row}] reusing the trained model {fold_dir}{note}")
+        return fold_dir, "reused"
+    log(f"[{plan.row}] training {settings.method} on {', '.join(plan.training_domains)} -> {fold_dir}")
+    args = TrainingArgs(dataset=dataset_name, method=settings.method, fold=FOLD, epochs=settings.epochs,
+                        iters_per_epoch=settings.iters_per_epoch, device=settings.device,
+                        source_domains=sorted(plan.training_domains), continue_training=True,
+                        embedding_cache=settings.embedding_cache, overrides=dict(settings.overrides),
+                        progress_bar=settings.progress, final_validation=False)
+    train(args)
+    return fold_dir, "trained"
+
+
+def _reuse_note(fold_dir: Path, settings: BenchmarkSettings) -> str:
+    """Say so when the reused model was trained with other epochs/iterations than this call asks for."""
+    args_file = fold_dir / "training_args.json"
+    if not args_file.is_file():
+        return ""
+    trained = load_json(args_file)
+    differences = [f"{name} {trained.get(key)} (asked {wanted})"
+                   for name, key, wanted in (("epochs", "epochs_resolved", settings.epochs),
+                                             ("iterations per epoch", "iters_per_epoch_resolved", settings.iters_per_epoch))
+                   if wanted is not None and trained.get(key) != wanted]
+    return f" (trained with {', '.join(differences)}; delete the folder to retrain)" if differences else ""
+
+
+def predict_and_evaluate(settings: BenchmarkSettings, raw: RawDataset, plan: ModelPlan, fold_dir: Path,
+                         evaluation: EvaluationCases, prediction_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Predict the model's evaluation cases and evaluate them -> (per-case frame, prediction report dict)."""
+    from samdg.evaluation.evaluate import PER_CASE_FILE, evaluate_folders
+    from samdg.inference import Predictor
+    from samdg.inference.predictor import RUN_INFO_FILE
+
+    predictor = Predictor.from_model_dir(fold_dir, device=settings.device, batch_size=settings.predict_batch_size,
+                                         mirroring=settings.mirroring, progress=settings.progress)
+    info_file = prediction_dir / RUN_INFO_FILE
+    wanted = predictor.run_info()
+    changed = info_file.is_file() and {k: v for k, v in load_json(info_file).items() if k in wanted} != wanted
+    cases = {case_id: case.image_paths for case_id, case in evaluation.cases.items()}
+    report = predictor.predict_cases(cases, prediction_dir, overwrite=changed)
+    frames = []
+    for split in sorted(set(evaluation.split.values())):
+        predicted = [c for c, s in evaluation.split.items()
+                     if s == split and (prediction_dir / f"{c}{raw.file_ending}").is_file()]
+        if not predicted:  # every case of this split failed to predict (reported in the notes)
+            continue
+        reference_dir = raw.folder / ("labelsTs" if split == "Ts" else "labelsTr")
+        output = prediction_dir / f"evaluation_{split}"
+        evaluate_folders(reference_dir, prediction_dir, raw.labels, raw.domains, output, settings.num_processes,
+                         raw.file_ending, allow_missing=True, progress=False)
+        frame = pd.read_csv(output / PER_CASE_FILE, dtype={"case": str, "domain": str, "label": str},
+                            keep_default_na=False, na_values=["NaN"])
+        frames.append(frame[frame["case"].isin(predicted)])
+    per_case = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["case", "domain", "label", *matrix.METRICS])
+    summary = {"predicted": len(report.predicted), "skipped": len(report.skipped), "failed": report.failed,
+               "redone_because_model_changed": bool(changed)}
+    return per_case, summary
+
+
+def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the protocol; returns the content of benchmark.json (also written to the output folder)."""
+    dataset_name = resolve_dataset_name(settings.dataset)
+    raw = load_raw_dataset(raw_dataset_dir(dataset_name))
+    domains = check_domains(raw)
+    sources = parse_sources(settings.sources, domains)
+    plans = model_plans(settings.protocol, domains, sources)
+    if settings.protocol == "leave-one-domain-out" and len(domains) < 2:
+        raise SamdgError("leave-one-domain-out needs at least 2 domains")
+    output_dir = (Path(settings.output_dir) if settings.output_dir
+                  else benchmark_dir(dataset_name, settings.method, settings.protocol))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    notes = evaluation_notes(raw)
+
+    from samdg.training.splits import domain_tag
+
+    cells, case_results, models = [], [], []
+    for plan in plans:
+        fold_dir, status = ensure_trained(settings, dataset_name, plan, log)
+        evaluation = evaluation_cases(raw, plan.training_domains)
+        if not evaluation.cases:
+            raise SamdgError(f"{raw.folder}: no labelled case to test the model trained on "
+                             f"{', '.join(plan.training_domains)}")
+        prediction_dir = output_dir / "predictions" / domain_tag(list(plan.training_domains))
+        log(f"[{plan.row}] predicting {len(evaluation.cases)} test case(s) into {prediction_dir}")
+        per_case, prediction = predict_and_evaluate(settings, raw, plan, fold_dir, evaluation, prediction_dir)
+        if prediction["failed"]:
+            notes.append(f"Model {plan.row}: {len(prediction['failed'])} case(s) could not be predicted and are left out: "
+                         + ", ".join(sorted(prediction["failed"])))
+        cells += matrix.cell_values(per_case, plan.row, plan.training_domains)
+        for case, dice in overlays.case_mean_dice(per_case).items():
+            target = evaluation.cases[case].domain
+            if target in plan.training_domains:
+                continue
+            case_info = evaluation.cases[case]
+            case_results.append(overlays.CaseResult(plan.row, target, case, dice, tuple(case_info.image_paths),
+                                                    case_info.label_path, str(prediction_dir / f"{case}{raw.file_ending}")))
+        models.append({"row": plan.row, "training_domains": list(plan.training_domains), "model": str(fold_dir),
+                       "status": status, "predictions": str(prediction_dir), **prediction})
+
+    cells_frame = pd.DataFrame(cells, columns=list(matrix.CELL_COLUMNS))
+    rows = [plan.row for plan in plans]
+    title = f"{dataset_name}: {settings.method}, {settings.protocol}"
+    files = matrix.write_all(output_dir, cells_frame, rows, domains, title, notes)
+    overlay_files = overlays.write_overlays(case_results, output_dir / "overlays")
+    headline = {}
+    for metric in matrix.METRICS:
+        frame = matrix.matrix_frame(cells_frame, metric, rows, domains)
+        value = frame.loc[matrix.COLUMN_MEAN, matrix.ROW_MEAN]
+        headline[f"{metric}_cross_domain_mean"] = None if value is None or math.isnan(value) else float(value)
+    result = {
+        "dataset": dataset_name,
+        "settings": asdict(settings),
+        "domains": domains,
+        "models": models,
+        "headline": headline,
+        "notes": notes,
+        "files": {**{k: str(v) for k, v in files.items()}, "overlays": [str(p) for p in overlay_files]},
+    }
+    atomic_write_json(output_dir / "benchmark.json", result)
+    return result
+
+
+def print_result(result: dict[str, Any], stream=None) -> None:
+    """The matrix.md tables and where the files are (on stdout by default)."""
+    stream = stream or sys.stdout
+    print(Path(result["files"]["markdown"]).read_text(encoding="utf-8"), file=stream)
+    print(f"files: {Path(result['files']['csv']).parent}", file=stream)

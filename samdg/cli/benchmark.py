@@ -1,0 +1,83 @@
+"""``samdg_benchmark -d ID -m METHOD --protocol single-source|leave-one-domain-out``: a cross-domain benchmark.
+
+Trains (or reuses) one model per source selection, predicts the test cases of every domain, evaluates them and
+writes the source x target matrix of Dice and HD95 (matrix.csv, matrix.md, matrix.png) and overlay PNGs of the
+best and worst case per target. See documentation/cross_domain.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from samdg.cli.common import entry_point
+from samdg.errors import SamdgError
+
+
+def _parse_override(text: str) -> tuple[str, object]:
+    from samdg.cli.train import parse_override
+
+    return parse_override(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from samdg.benchmark.protocols import PROTOCOLS
+    from samdg.training.embedding_cache import CACHE_MODES
+
+    parser = argparse.ArgumentParser(
+        prog="samdg_benchmark",
+        description="Cross-domain benchmark of one method on a dataset with a 'domains' map: train (or reuse) the "
+                    "models of the protocol, predict every domain's test cases, evaluate, and write the source x "
+                    "target matrix of Dice and HD95 with overlays of the best and worst cases.",
+    )
+    parser.add_argument("-d", "--dataset", required=True, help="dataset id or DatasetXXX_Name (planned and preprocessed)")
+    parser.add_argument("-m", "--method", required=True, help="registered method, e.g. sam")
+    parser.add_argument("--protocol", required=True, choices=PROTOCOLS,
+                        help="single-source: one model per source domain, tested on every domain; "
+                             "leave-one-domain-out: train on all domains but one, test on it")
+    parser.add_argument("--sources", metavar="A,B", help="single-source: the source domains to train on; "
+                                                         "leave-one-domain-out: the domains to hold out (default: all)")
+    parser.add_argument("-o", "--output",
+                        help="output folder (default $SAMDG_results/DatasetXXX/benchmark__<method>__<protocol>)")
+    train = parser.add_argument_group("training (passed to samdg_train for models not trained yet)")
+    train.add_argument("--epochs", type=int, help="epochs (default: the plan's)")
+    train.add_argument("--iters-per-epoch", type=int, help="iterations per epoch (default: the plan's)")
+    train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                       help="where to train and predict (default auto: cuda when available)")
+    train.add_argument("--embedding-cache", choices=CACHE_MODES, default="off",
+                       help="cache frozen-encoder features while training (needs training.augmentation=none)")
+    train.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                       help="plans entry for training, e.g. training.augmentation=none (repeatable)")
+    predict = parser.add_argument_group("prediction and evaluation")
+    predict.add_argument("-b", "--batch-size", type=int, help="slices per forward pass when predicting")
+    predict.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (4 passes)")
+    predict.add_argument("-np", "--num-processes", type=int, default=2, help="evaluation worker processes (default 2)")
+    predict.add_argument("--disable-progress-bar", action="store_true", help="no progress bars")
+    return parser
+
+
+@entry_point
+def main(argv: Sequence[str] | None = None) -> int:
+    from samdg.benchmark.runner import BenchmarkSettings, print_result, run_benchmark
+
+    args = build_parser().parse_args(argv)
+    for name, value in (("--epochs", args.epochs), ("--iters-per-epoch", args.iters_per_epoch),
+                        ("--batch-size", args.batch_size), ("-np", args.num_processes)):
+        if value is not None and value < 1:
+            raise SamdgError(f"{name} must be at least 1, got {value}")
+    settings = BenchmarkSettings(
+        dataset=args.dataset, method=args.method, protocol=args.protocol, sources=args.sources, epochs=args.epochs,
+        iters_per_epoch=args.iters_per_epoch, device=args.device, embedding_cache=args.embedding_cache,
+        overrides=dict(_parse_override(text) for text in args.override), predict_batch_size=args.batch_size,
+        mirroring=args.tta, output_dir=args.output, num_processes=args.num_processes,
+        progress=not args.disable_progress_bar,
+    )
+    result = run_benchmark(settings, log=lambda message: print(message, flush=True))
+    print_result(result)
+    failed = sum(len(model["failed"]) for model in result["models"])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""``samdg_train DATASET METHOD FOLD``: train one fold of a method (see documentation/training.md).
+
+Multi-GPU / multi-node: run the same command under ``torchrun --nproc_per_node N``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from samdg.cli.common import entry_point
+from samdg.errors import SamdgError
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """``key=value`` with a JSON value (``4``, ``0.5``, ``true``, ``"x"``, ``[1,2]``); bare words are strings."""
+    if "=" not in text:
+        raise SamdgError(f"--override {text}: expected key=value, e.g. training.batch_size=4")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise SamdgError(f"--override {text}: the key is empty")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from samdg.models.methods import list_methods
+    from samdg.training.embedding_cache import CACHE_MODES
+    from samdg.training.splits import FOLD_CHOICES
+
+    parser = argparse.ArgumentParser(
+        prog="samdg_train",
+        description="Train a SAM-based method on one fold of a preprocessed dataset. Results go to "
+                    "$SAMDG_results/DatasetXXX_Name/<method>__samdgPlans__2d/fold_<f>/.",
+    )
+    parser.add_argument("dataset", help="dataset id (5) or folder name (Dataset005_Prostate)")
+    parser.add_argument("method", help=f"registered method: {', '.join(list_methods())}")
+    parser.add_argument("fold", help=f"cross-validation fold: {', '.join(FOLD_CHOICES)}")
+    parser.add_argument("--epochs", type=int, help="number of epochs (default: the plan's training.num_epochs)")
+    parser.add_argument("--iters-per-epoch", type=int,
+                        help="iterations per epoch (default: the plan's training.iterations_per_epoch)")
+    parser.add_argument("--batch-size", type=int,
+                        help="global batch size, split across torchrun processes (default: the plan's "
+                             "training.batch_size on cuda, batch_size_cpu on cpu)")
+    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
+                        help="where to train (default auto: cuda when available)")
+    parser.add_argument("--source-domains", metavar="A,B",
+                        help="train (and validate) only on the cases of these domains; the fold folder gets the "
+                             "suffix __src-A+B")
+    parser.add_argument("--c", dest="continue_training", action="store_true",
+                        help="continue from this fold's last checkpoint")
+    parser.add_argument("--embedding-cache", choices=CACHE_MODES, default="off",
+                        help="cache frozen-encoder features: memory or disk (needs training.augmentation=none); "
+                             "default off")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="change a plans entry for this run, e.g. training.augmentation=none or "
+                             "methods.sam.lora_rank=4 (repeatable; recorded in the results folder's plans.json)")
+    parser.add_argument("--num-workers", type=int, help="data-loading processes (default: the plan's)")
+    parser.add_argument("--seed", type=int, default=12345, help="random seed (default 12345)")
+    parser.add_argument("--no-pbar", dest="progress_bar", action="store_false", help="no progress bar")
+    parser.add_argument("--no-final-validation", dest="final_validation", action="store_false",
+                        help="skip the whole-volume validation after the last epoch")
+    return parser
+
+
+def args_from_namespace(namespace: argparse.Namespace):
+    from samdg.training.config import TrainingArgs
+    from samdg.training.splits import parse_domains, parse_fold
+
+    parse_fold(namespace.fold)
+    overrides = dict(parse_override(text) for text in namespace.override)
+    return TrainingArgs(
+        dataset=namespace.dataset,
+        method=namespace.method,
+        fold=namespace.fold,
+        epochs=namespace.epochs,
+        iters_per_epoch=namespace.iters_per_epoch,
+        batch_size=namespace.batch_size,
+        device=namespace.device,
+        source_domains=parse_domains(namespace.source_domains),
+        continue_training=namespace.continue_training,
+        embedding_cache=namespace.embedding_cache,
+        overrides=overrides,
+        num_workers=namespace.num_workers,
+        seed=namespace.seed,
+        progress_bar=namespace.progress_bar,
+        final_validation=namespace.final_validation,
+    )
+
+
+@entry_point
+def main(argv: list[str] | None = None) -> int:
+    from samdg.training.trainer import train
+
+    namespace = build_parser().parse_args(argv)
+    output_dir = train(args_from_namespace(namespace))
+    if os.environ.get("RANK", "0") == "0":
+        print(f"samdg: results in {output_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    main()

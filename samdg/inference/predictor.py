@@ -1,0 +1,333 @@
+"""The predictor: a trained model kept in memory that turns raw cases into label files.
+
+Per case: :func:`samdg.imageio.read_case` -> :func:`samdg.preprocessing.pipeline.preprocess_case` (the function
+training used, with the plans stored next to the checkpoint) -> every slice as SAM input, predicted in batches
+(:class:`samdg.inference.slices.SlicePredictor`: optional in-plane tiling and mirroring TTA; fold ensembles average
+probabilities) -> stacked to (K,S,H,W) -> :func:`samdg.inference.export.export_prediction` (inverse of every
+preprocessing step, the label rule, the input's exact geometry and format).
+
+    predictor = Predictor.from_model_dir("$SAMDG_results/Dataset901_Synthetic/sam__samdgPlans__2d/fold_all__src-siteA")
+    label_map, probabilities, geometry = predictor.predict_case(["case_0000.nii.gz"], return_probabilities=True)
+    report = predictor.predict_folder("imagesTs", "predictions")
+
+A folder prediction reads and preprocesses the next case in a background thread while the current one is on the
+accelerator, skips cases whose outputs exist (unless ``overwrite``), and reports a case that fails by name while
+the others finish.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from samdg.dataset.raw import list_image_folder
+from samdg.errors import SamdgError
+from samdg.imageio import SUPPORTED_ENDINGS, Geometry, file_ending_of, read_case
+from samdg.inference.export import export_prediction, label_map_from_volume, probabilities_to_original
+from samdg.inference.model_selection import DEFAULT_CHECKPOINT, SelectedModel, select_model
+from samdg.inference.slices import MIRROR_AXES, SlicePredictor
+from samdg.labels import LabelSpec
+from samdg.planning.plans import Plans
+from samdg.preprocessing.pipeline import preprocess_case
+from samdg.preprocessing.sam_input import volume_to_sam_channels
+from samdg.utils.files import atomic_write_json, load_json
+
+RUN_INFO_FILE = "prediction.json"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> cuda, else mps, else cpu; an unavailable device is a SamdgError naming it."""
+    if isinstance(name, torch.device):
+        return name
+    text = str(name).strip().lower()
+    if text == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise SamdgError(f"--device '{name}' is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SamdgError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise SamdgError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise SamdgError(f"--device {name}: MPS is not available on this machine")
+    return device
+
+
+def autocast_dtype_for(precision: str, device: torch.device) -> torch.dtype | None:
+    """``auto``: bfloat16 on CUDA GPUs that support it, else full precision; ``fp32``/``bf16``/``fp16`` as said."""
+    if precision not in PRECISIONS:
+        raise SamdgError(f"--precision '{precision}' is not one of {', '.join(PRECISIONS)}")
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+@dataclass
+class PredictionReport:
+    """What a folder prediction did: case ids predicted, skipped (already finished) and failed (id -> reason)."""
+
+    output_dir: Path
+    predicted: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary_line(self) -> str:
+        line = (f"{len(self.predicted)} case(s) predicted, {len(self.skipped)} already done (skipped), "
+                f"{len(self.failed)} failed; outputs in {self.output_dir}")
+        return line + (f" ({self.seconds:.1f} s)" if self.predicted else "")
+
+
+def load_fold(fold_dir: Path, checkpoint: str) -> tuple[torch.nn.Module, Plans, LabelSpec]:
+    """One trained fold -> (method in eval mode on the CPU, its plans, its label spec), via the trainer's loader."""
+    from samdg.training.checkpoint import load_trained_method
+
+    return load_trained_method(fold_dir, checkpoint)
+
+
+def _file_signature(path: Path) -> str:
+    """Size and modification time of a checkpoint: changes when the model is retrained."""
+    stat = path.stat()
+    return f"{stat.st_size}-{stat.st_mtime_ns}"
+
+
+def _model_dataset_json(model_dir: Path, fold_dirs: Sequence[Path]) -> dict | None:
+    for candidate in [*(d / "dataset.json" for d in fold_dirs), model_dir / "dataset.json"]:
+        if candidate.is_file():
+            return load_json(candidate)
+    return None
+
+
+class Predictor:
+    """A trained model (one fold or a fold ensemble) ready to predict raw cases.
+
+    Args:
+        methods: trained methods, one per fold (same plans and classes); moved to ``device`` and set to eval.
+        plans: the plans the model was trained with (the copy stored next to the checkpoint, overrides included).
+        label_spec: the model's classes.
+        dataset_json: the training dataset's dataset.json (copied to output folders; gives the default file ending).
+        device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` | ``mps`` or a torch.device.
+        batch_size: slices per forward pass; None = the plan's training batch size for the device.
+        mirroring: in-plane mirroring test-time augmentation (4 passes per slice).
+        precision: ``auto`` (bf16 autocast on CUDA, fp32 elsewhere) | ``fp32`` | ``bf16`` | ``fp16``.
+        progress: show a progress bar over cases.
+        model_info: identifies the model in ``prediction.json`` (model_dir, folds, checkpoint).
+    """
+
+    def __init__(self, methods: Sequence[torch.nn.Module], plans: Plans, label_spec: LabelSpec,
+                 dataset_json: dict | None = None, device: str | torch.device = "auto", batch_size: int | None = None,
+                 mirroring: bool = False, precision: str = "auto", progress: bool = True,
+                 model_info: dict[str, Any] | None = None) -> None:
+        if not methods:
+            raise SamdgError("a Predictor needs at least one trained method")
+        self.device = resolve_device(device)
+        self.methods = [method.to(self.device).eval() for method in methods]
+        self.plans = plans
+        self.label_spec = label_spec
+        self.dataset_json = dataset_json
+        if batch_size is not None and batch_size < 1:
+            raise SamdgError(f"--batch-size must be at least 1, got {batch_size}")
+        default_batch = plans.training.batch_size if self.device.type == "cuda" else plans.training.batch_size_cpu
+        self.batch_size = int(batch_size or default_batch)
+        self.mirroring = bool(mirroring)
+        self.precision = precision
+        self.progress = progress
+        self.model_info = dict(model_info or {})
+        self.slice_predictor = SlicePredictor(self.methods, plans.sam.input_size, plans.sam.inplane_crop,
+                                              MIRROR_AXES if self.mirroring else ((),), self.device,
+                                              autocast_dtype_for(precision, self.device))
+
+    @classmethod
+    def from_model_dir(cls, model_dir: str | Path, folds: Sequence[str | int] | None = None,
+                       checkpoint: str = DEFAULT_CHECKPOINT, device: str | torch.device = "auto",
+                       source_domains: str | None = None, **options) -> "Predictor":
+        """Load a trained model folder (``.../<method>__<plans>__2d``) or one of its ``fold_*`` folders.
+
+        ``folds`` None: every numbered fold with the checkpoint (else ``fold_all``); several folds are ensembled.
+        ``source_domains`` picks among models of the folder trained on different source domains.
+        ``options`` go to the constructor (batch_size, mirroring, precision, progress).
+        """
+        selection = select_model(folds=folds, checkpoint=checkpoint, model_dir=model_dir, source_domains=source_domains)
+        return cls.from_selection(selection, checkpoint, device, **options)
+
+    @classmethod
+    def from_selection(cls, selection: SelectedModel, checkpoint: str = DEFAULT_CHECKPOINT,
+                       device: str | torch.device = "auto", **options) -> "Predictor":
+        """Load the folds of a :class:`SelectedModel` (from :func:`select_model`)."""
+        fold_dirs = selection.fold_dirs
+        methods, plans, spec = [], None, None
+        for fold_dir in fold_dirs:
+            method, fold_plans, fold_spec = load_fold(fold_dir, checkpoint)
+            if plans is not None and (fold_plans.preprocessing_hash() != plans.preprocessing_hash()
+                                      or fold_spec != spec or fold_plans.sam.variant != plans.sam.variant):
+                raise SamdgError(f"{fold_dir}: its plans or classes differ from {fold_dirs[0]}; folds trained with "
+                                 "different plans cannot be ensembled (select one with -f)")
+            methods.append(method)
+            plans, spec = plans or fold_plans, spec or fold_spec
+        info = {"model_dir": str(selection.model.model_dir.resolve()), "source_domains": selection.model.source_domains,
+                "folds": list(selection.folds), "checkpoint": checkpoint,
+                "checkpoint_signature": [_file_signature(d / checkpoint) for d in fold_dirs]}
+        dataset_json = _model_dataset_json(selection.model.model_dir, fold_dirs)
+        return cls(methods, plans, spec, dataset_json, device, model_info=info, **options)
+
+    # ------------------------------------------------------------------------------------------ arrays
+    def predict_preprocessed(self, data: np.ndarray) -> np.ndarray:
+        """(C,S,H,W) preprocessed case -> (K,S,H,W) float32 per-class probabilities, ``batch_size`` slices a pass."""
+        num_slices = data.shape[1]
+        probabilities = np.empty((self.label_spec.num_classes, num_slices, *data.shape[2:]), dtype=np.float32)
+        mapping = self.plans.channel_mapping
+        for start in range(0, num_slices, self.batch_size):
+            indices = range(start, min(start + self.batch_size, num_slices))
+            slices = torch.from_numpy(np.ascontiguousarray(volume_to_sam_channels(data, mapping, indices)))
+            probabilities[:, indices.start:indices.stop] = self.slice_predictor(slices).transpose(0, 1).numpy()
+        return probabilities
+
+    def preprocess(self, image_paths: Sequence[str | Path]) -> tuple[np.ndarray, dict[str, Any]]:
+        """Channel files of one case -> (data (C,S,H,W), properties), exactly as for training."""
+        image, geometry = read_case([str(p) for p in image_paths])
+        data, _, properties = preprocess_case(image, geometry, self.plans)
+        return data, properties
+
+    def predict_case(self, image_paths: Sequence[str | Path], return_probabilities: bool = False
+                     ) -> tuple[np.ndarray, np.ndarray | None, Geometry]:
+        """Channel files of one case -> (label map (Z,Y,X) int64, probabilities (K,Z,Y,X) float32 or None, Geometry).
+
+        Arrays are in samdg's canonical orientation (see :mod:`samdg.imageio`); ``samdg.imageio.write_label(label,
+        geometry, path)`` writes the label map with the input's exact geometry.
+        """
+        data, properties = self.preprocess(image_paths)
+        original = probabilities_to_original(self.predict_preprocessed(data), properties, self.plans)
+        label_map = label_map_from_volume(original, self.label_spec)
+        return label_map, (original if return_probabilities else None), Geometry.from_dict(properties["geometry"])
+
+    # ------------------------------------------------------------------------------------------ files
+    def run_info(self) -> dict[str, Any]:
+        """What identifies this prediction run (written to ``prediction.json`` in the output folder)."""
+        return {**self.model_info, "mirroring": self.mirroring, "variant": self.plans.sam.variant,
+                "classes": list(self.label_spec.names)}
+
+    def _prepare_output(self, output_dir: Path, overwrite: bool) -> None:
+        info_file = output_dir / RUN_INFO_FILE
+        info = self.run_info()
+        if info_file.is_file() and not overwrite:
+            previous = load_json(info_file)
+            keys = ("model_dir", "source_domains", "folds", "checkpoint", "checkpoint_signature", "mirroring")
+            if any(previous.get(k) != info.get(k) for k in keys):
+                was = ", ".join(f"{k}={previous.get(k)}" for k in keys)
+                raise SamdgError(f"{output_dir}: holds predictions of another model or setting ({was}); use --overwrite "
+                                 "to replace them or choose another -o")
+        output_dir.mkdir(parents=True, exist_ok=True)
+        self.plans.save(output_dir / "plans.json")
+        if self.dataset_json is not None:
+            atomic_write_json(output_dir / "dataset.json", self.dataset_json)
+        atomic_write_json(info_file, {**info, "device": str(self.device), "batch_size": self.batch_size,
+                                      "precision": self.precision})
+
+    def _read_ahead(self, todo: list[tuple[str, list[str]]]) -> Iterator[tuple[str, Any, BaseException | None]]:
+        """Yield (case id, (data, properties) or None, error or None); the next case is read and preprocessed in a
+        thread while the caller works on the current one (at most two cases in memory)."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="samdg-preprocess") as pool:
+            pending = pool.submit(self.preprocess, todo[0][1]) if todo else None
+            for index, (case_id, _) in enumerate(todo):
+                future = pending
+                try:
+                    prepared, error = future.result(), None
+                except Exception as failure:  # noqa: BLE001 - any reader/preprocessing failure is reported per case
+                    prepared, error = None, failure
+                pending = pool.submit(self.preprocess, todo[index + 1][1]) if index + 1 < len(todo) else None
+                yield case_id, prepared, error
+
+    def predict_cases(self, cases: dict[str, Sequence[str | Path]], output_dir: str | Path, overwrite: bool = False,
+                      save_probabilities: bool = False) -> PredictionReport:
+        """Predict ``{case id: channel files}`` into ``output_dir`` as ``<case><file ending of its input>``.
+
+        Finished cases (label file present, and ``<case>.npz`` when ``save_probabilities``) are skipped unless
+        ``overwrite``. A case that cannot be read or preprocessed is reported on stderr and in the returned
+        report; the others still finish. The folder also gets plans.json, dataset.json and prediction.json.
+        """
+        started = time.perf_counter()
+        output_dir = Path(output_dir)
+        self._prepare_output(output_dir, overwrite)
+        report = PredictionReport(output_dir)
+        todo = []
+        for case_id in sorted(cases):
+            paths = [str(p) for p in cases[case_id]]
+            label_file, npz_file = self._output_files(output_dir, case_id, paths[0], save_probabilities)
+            if not overwrite and label_file.is_file() and (npz_file is None or npz_file.is_file()):
+                report.skipped.append(case_id)
+            else:
+                todo.append((case_id, paths))
+        bar = tqdm(total=len(todo), desc="predicting", unit="case", file=sys.stderr, disable=not self.progress)
+        try:
+            for case_id, prepared, error in self._read_ahead(todo):
+                bar.set_postfix_str(case_id)
+                if error is not None:
+                    reason = str(error) if isinstance(error, SamdgError) else f"{type(error).__name__}: {error}"
+                    report.failed[case_id] = f"cannot be read or preprocessed: {reason}"
+                    tqdm.write(f"samdg: case {case_id} failed ({report.failed[case_id]}); continuing", file=sys.stderr)
+                    bar.update()
+                    continue
+                data, properties = prepared
+                label_file, npz_file = self._output_files(output_dir, case_id, cases[case_id][0], save_probabilities)
+                try:
+                    probabilities = self.predict_preprocessed(data)
+                    export_prediction(probabilities, properties, self.plans, self.label_spec, label_file, npz_file)
+                except SamdgError as error:
+                    report.failed[case_id] = str(error)
+                    tqdm.write(f"samdg: case {case_id} failed ({error}); continuing", file=sys.stderr)
+                else:
+                    report.predicted.append(case_id)
+                bar.update()
+        finally:
+            bar.close()
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def predict_folder(self, input_dir: str | Path, output_dir: str | Path, overwrite: bool = False,
+                       save_probabilities: bool = False, file_ending: str | None = None) -> PredictionReport:
+        """Predict every case of a folder of raw images named like training images (``{case}_{XXXX}{ending}``)."""
+        input_dir = Path(input_dir)
+        ending = file_ending or self._input_ending(input_dir)
+        cases = list_image_folder(input_dir, ending, self.plans.num_channels)
+        if not cases:
+            raise SamdgError(f"{input_dir}: no images named {{case}}_0000{ending}")
+        return self.predict_cases(cases, output_dir, overwrite, save_probabilities)
+
+    def _input_ending(self, input_dir: Path) -> str:
+        """The dataset's file ending when the folder uses it, else the one supported ending its _0000 files use."""
+        if not input_dir.is_dir():
+            raise SamdgError(f"{input_dir}: input folder not found")
+        preferred = (self.dataset_json or {}).get("file_ending")
+        names = [p.name for p in input_dir.iterdir() if p.is_file() and not p.name.startswith(".")]
+        found = {e for name in names for e in SUPPORTED_ENDINGS if name.lower().endswith("_0000" + e)}
+        if preferred in found:
+            return preferred
+        if len(found) == 1:
+            return found.pop()
+        if not found:
+            raise SamdgError(f"{input_dir}: no image files named {{case}}_0000<ending> with a supported ending "
+                             f"({', '.join(SUPPORTED_ENDINGS)})")
+        raise SamdgError(f"{input_dir}: images with several endings ({', '.join(sorted(found))}); pass --file-ending")
+
+    @staticmethod
+    def _output_files(output_dir: Path, case_id: str, first_image: str | Path, save_probabilities: bool
+                      ) -> tuple[Path, Path | None]:
+        ending = file_ending_of(first_image)
+        return output_dir / f"{case_id}{ending}", (output_dir / f"{case_id}.npz" if save_probabilities else None)

@@ -1,0 +1,165 @@
+"""What a training run needs, resolved from the plan and the command line (``samdg_train``'s arguments).
+
+:class:`TrainingArgs` is what the user asked for (``None`` = take the plan's value);
+:func:`resolve_run` turns it into a :class:`TrainingRun`: the plan with overrides applied, the dataset's
+preprocessed cases, the fold's case lists and every number the loop uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from samdg.errors import SamdgError
+from samdg.labels import LabelSpec
+from samdg.paths import preprocessed_dataset_dir, resolve_dataset_name
+from samdg.planning.plans import PLANS_NAME, Plans, apply_overrides
+from samdg.training.dataset import PreprocessedCase, load_preprocessed_cases
+from samdg.training.embedding_cache import CACHE_MODES
+from samdg.training.splits import fold_cases, parse_fold
+
+
+@dataclass
+class TrainingArgs:
+    dataset: str
+    method: str
+    fold: str
+    epochs: int | None = None
+    iters_per_epoch: int | None = None
+    batch_size: int | None = None
+    device: str = "auto"
+    source_domains: list[str] | None = None
+    continue_training: bool = False
+    embedding_cache: str = "off"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    num_workers: int | None = None
+    seed: int = 12345
+    progress_bar: bool = True
+    final_validation: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainingRun:
+    args: TrainingArgs
+    dataset_name: str
+    fold: int | str
+    plans: Plans
+    label_spec: LabelSpec
+    cases: dict[str, PreprocessedCase]
+    train_cases: list[str]
+    val_cases: list[str]
+    epochs: int
+    iters_per_epoch: int
+    val_iterations: int
+    global_batch_size: int
+    num_workers: int
+    augmentation: str
+    method_settings: dict[str, Any]
+    preprocessed_dir: Path
+    dataset_json_path: Path | None
+
+
+def validation_iterations(iters_per_epoch: int) -> int:
+    """nnU-Net validates 50 batches per 250 training batches; keep that ratio (at least 1, at most 50)."""
+    return max(1, min(50, round(iters_per_epoch / 5)))
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise SamdgError(f"{name} must be at least 1, got {value}")
+
+
+def _apply_method_input_size(plans: Plans, method_settings: dict[str, Any], method: str,
+                             overrides: dict[str, Any]) -> None:
+    """A method may prefer an input size per backbone family (DAPSAM trains ViT-B at 384). It replaces the plan's
+    ``sam.input_size`` unless the user set that key, and the change is recorded as a decision."""
+    by_family = method_settings.get("input_size_by_family") or {}
+    if "sam.input_size" in overrides or not by_family:
+        return
+    from samdg.models.backbones import get_variant
+
+    size = int(by_family.get(get_variant(plans.sam.variant).family, 0) or 0)
+    if size and size != plans.sam.input_size:
+        from samdg.planning.plans import Decision
+
+        plans.decisions.append(Decision("sam.input_size", size, f"method {method} trains this backbone family at "
+                                        f"{size} px (its input_size_by_family); planner chose {plans.sam.input_size}"))
+        plans.sam.input_size = size
+
+
+def resolve_run(args: TrainingArgs, device_type: str, world_size: int = 1) -> TrainingRun:
+    """Check the arguments against what exists on disk and gather everything the trainer needs."""
+    from samdg.models.methods import get_method, resolve_settings
+
+    get_method(args.method)  # unknown method -> error listing the registered ones
+    fold = parse_fold(args.fold)
+    if args.embedding_cache not in CACHE_MODES:
+        raise SamdgError(f"--embedding-cache {args.embedding_cache}: choose one of {', '.join(CACHE_MODES)}")
+    _positive("--epochs", args.epochs)
+    _positive("--iters-per-epoch", args.iters_per_epoch)
+    _positive("--batch-size", args.batch_size)
+    if args.num_workers is not None and args.num_workers < 0:
+        raise SamdgError(f"--num-workers must be >= 0, got {args.num_workers}")
+
+    dataset_name = resolve_dataset_name(args.dataset)
+    preprocessed_dir = preprocessed_dataset_dir(dataset_name)
+    plans_path = preprocessed_dir / f"{PLANS_NAME}.json"
+    if not plans_path.is_file():
+        raise SamdgError(f"{plans_path}: dataset {dataset_name} is not planned/preprocessed; run "
+                         f"samdg_plan_and_preprocess -d {dataset_name} first")
+    plans = Plans.load(plans_path)
+    # The method block of the plan, completed with defaults of settings added since planning.
+    plans.methods[args.method] = resolve_settings(args.method, plans.methods.get(args.method))
+    if args.overrides:
+        plans = apply_overrides(plans, args.overrides)
+    method_settings = resolve_settings(args.method, plans.methods[args.method])
+    label_spec = LabelSpec.from_dataset_json(plans.labels, plans.regions_class_order, str(plans_path))
+
+    cases = load_preprocessed_cases(preprocessed_dir / plans.data_identifier, label_spec.ignore_label,
+                                    hint=f"; run samdg_plan_and_preprocess -d {dataset_name}")
+    domains = {case_id: case.domain for case_id, case in cases.items()}
+    train_cases, val_cases = fold_cases(preprocessed_dir, domains, fold, args.source_domains)
+
+    training = plans.training
+    _apply_method_input_size(plans, method_settings, args.method, args.overrides)
+    # Precedence: command line > the method's own published default (GPU only) > the plan's training block.
+    method_batch = method_settings.get("batch_size") or None
+    batch = args.batch_size or (
+        (method_batch or training.batch_size) if device_type == "cuda" else training.batch_size_cpu)
+    if batch % world_size:
+        raise SamdgError(f"the global batch size {batch} does not divide by the {world_size} processes; pick a "
+                         f"multiple of {world_size} with --batch-size")
+    iters = args.iters_per_epoch or training.iterations_per_epoch
+    if args.embedding_cache != "off":
+        if training.augmentation != "none":
+            raise SamdgError(f"--embedding-cache {args.embedding_cache} needs unaugmented inputs, but the plan's "
+                             f"training.augmentation is '{training.augmentation}'; add --override "
+                             "training.augmentation=none or use --embedding-cache off")
+        if plans.sam.inplane_crop is not None:
+            raise SamdgError(f"--embedding-cache {args.embedding_cache} needs whole slices, but sam.inplane_crop is "
+                             f"{plans.sam.inplane_crop} (random crops); use --embedding-cache off")
+    dataset_json = preprocessed_dir / "dataset.json"
+    return TrainingRun(
+        args=args,
+        dataset_name=dataset_name,
+        fold=fold,
+        plans=plans,
+        label_spec=label_spec,
+        cases=cases,
+        train_cases=train_cases,
+        val_cases=val_cases,
+        epochs=args.epochs or method_settings.get("num_epochs") or training.num_epochs,
+        iters_per_epoch=iters,
+        val_iterations=validation_iterations(iters),
+        global_batch_size=batch,
+        num_workers=training.num_workers if args.num_workers is None else args.num_workers,
+        augmentation=training.augmentation,
+        method_settings=method_settings,
+        preprocessed_dir=preprocessed_dir,
+        dataset_json_path=dataset_json if dataset_json.is_file() else None,
+    )

@@ -1,0 +1,36 @@
+"""Where a trained model lives: ``$SAMDG_results/DatasetXXX_Name/<method>__samdgPlans__2d/fold_<f>[__src-...]/``.
+
+The pattern is nnU-Net's ``{trainer}__{plans}__{configuration}/fold_X`` with the method in the trainer's place.
+A run restricted to source domains (``--source-domains A,B``) gets the suffix ``__src-A+B`` on its fold folder,
+so single-source and multi-source models of the same fold never overwrite each other.
+
+A fold folder is self-contained: ``plans.json`` (with the CLI overrides applied and recorded in ``decisions``),
+``dataset.json``, ``training_args.json`` and the checkpoints, which carry the method name, settings, label spec
+and variant, so :func:`samdg.training.checkpoint.load_trained_method` rebuilds the model from the folder alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from samdg.paths import resolve_dataset_name, results_dataset_dir
+from samdg.planning.plans import PLANS_NAME
+from samdg.training.splits import domain_tag
+
+CONFIGURATION = "2d"
+
+
+def model_folder_name(method: str, plans_name: str = PLANS_NAME) -> str:
+    return f"{method}__{plans_name}__{CONFIGURATION}"
+
+
+def fold_folder_name(fold: int | str, source_domains: list[str] | None = None) -> str:
+    tag = domain_tag(sorted(source_domains) if source_domains else None)
+    return f"fold_{fold}" + (f"__{tag}" if tag else "")
+
+
+def results_fold_dir(dataset: str | int, method: str, fold: int | str, source_domains: list[str] | None = None,
+                     plans_name: str = PLANS_NAME) -> Path:
+    """The fold folder of a trained model (``dataset`` may be an id or a DatasetXXX_Name)."""
+    name = resolve_dataset_name(dataset)
+    return results_dataset_dir(name) / model_folder_name(method, plans_name) / fold_folder_name(fold, source_domains)

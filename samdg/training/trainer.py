@@ -1,0 +1,505 @@
+"""The training loop. Generic: everything method-specific lives in the method (``samdg.models.methods``).
+
+One epoch = ``iters_per_epoch`` optimiser steps on batches from :mod:`samdg.training.loader`, then slice-level
+validation; at the end of every epoch ``checkpoint_latest.pth`` is written (so a killed run loses at most the
+running epoch) and ``checkpoint_best.pth`` when the EMA of the validation Dice improves. After the last epoch:
+``checkpoint_final.pth`` and whole-volume validation of the fold's validation cases.
+
+Precision: bf16 autocast on CUDA, fp32 on the CPU. The loop calls, per iteration::
+
+    outputs = model(batch)                      # DDP-wrapped method.forward
+    loss, parts = method.loss(outputs, batch)
+    loss.backward(); clip; optimizer.step(); scheduler.step()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from samdg.errors import SamdgError
+from samdg.models.params import count_parameters, count_trainable
+from samdg.training import checkpoint as ckpt
+from samdg.training.config import TrainingArgs, TrainingRun, resolve_run
+from samdg.training.distributed import (
+    DistributedContext,
+    all_reduce_sum,
+    barrier,
+    broadcast_object,
+    gather_objects,
+    init_distributed,
+    resolve_device,
+    shutdown,
+)
+from samdg.training.embedding_cache import EmbeddingCache, cache_key
+from samdg.training.loader import SliceBatches, make_loader
+from samdg.training.optim import build_optimizer, build_scheduler
+from samdg.training.progress import TrainingRecord
+from samdg.training.results import results_fold_dir
+from samdg.training.sampler import TRAIN_STREAM, VALIDATION_STREAM, SliceSampler
+from samdg.training.splits import fold_note
+from samdg.training.validation import (
+    dice_per_class,
+    evaluating,
+    mean_ignoring_nan,
+    predict_volume,
+    slice_confusion,
+    volume_dice,
+)
+from samdg.utils.files import atomic_write_json, load_json
+
+EMA_MOMENTUM = 0.9  # nnU-Net: ema = 0.9 * ema + 0.1 * current
+
+
+def _file_identity(path: str | None) -> str | None:
+    """Path, size and modification time of a weights file, so a file replaced in place invalidates the cache."""
+    if not path or not Path(path).is_file():
+        return path
+    stat = Path(path).stat()
+    return f"{Path(path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Owns the method, optimiser, data and records of one fold. ``run_training()`` trains to the end.
+
+    ``epoch_end_hooks``: callables ``hook(trainer, epoch)`` run after each epoch's checkpoint is written.
+    """
+
+    def __init__(self, run: TrainingRun, context: DistributedContext, output_dir: Path | None,
+                 epoch_end_hooks: list[Callable[["Trainer", int], None]] | None = None) -> None:
+        self.run = run
+        self.context = context
+        self.device = context.device
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.record = TrainingRecord(self.output_dir if context.is_main else None, echo=context.is_main)
+        self.epoch_end_hooks = list(epoch_end_hooks or [])
+        self.label_spec = run.label_spec
+        plans = run.plans
+
+        seed_everything(run.args.seed)  # identical initialisation on every rank
+        self.method = ckpt.build_untrained(run.args.method, plans.sam.variant, plans.sam.input_size,
+                                           run.method_settings, run.label_spec, sam_checkpoint=plans.sam.checkpoint)
+        self.method.to(self.device)
+        # The trainable set is exactly what the method declares (DDP only tracks parameters that require grad).
+        self.method.requires_grad_(False)
+        trainable = self.method.trainable_parameters()
+        for parameter in trainable:
+            parameter.requires_grad_(True)
+        torch.manual_seed(run.args.seed + 1_000_003 * context.rank)  # per-rank stream for in-method randomness
+
+        self.model = self.method
+        if context.enabled:
+            self.model = DistributedDataParallel(
+                self.method, device_ids=[context.local_rank] if self.device.type == "cuda" else None,
+                find_unused_parameters=bool(getattr(self.method, "ddp_find_unused_parameters", False)))
+        self.optimizer_settings = self.method.optimizer_settings()
+        self.optimizer = build_optimizer(trainable, self.optimizer_settings)
+        self.scheduler = build_scheduler(self.optimizer, self.optimizer_settings, run.epochs * run.iters_per_epoch)
+        self.amp_dtype = torch.bfloat16 if self.device.type == "cuda" else None
+        # bf16 needs no loss scaling; the scaler is kept (disabled) so fp16 could be switched on without a new format.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)
+
+        self.input_size = plans.sam.input_size
+        self.cache = self._make_cache()
+        rank, world = context.rank, context.world_size
+        crop = tuple(plans.sam.inplane_crop) if plans.sam.inplane_crop else None
+        self.train_sampler = SliceSampler(run.cases, run.train_cases, run.global_batch_size,
+                                          plans.training.oversample_foreground_percent, run.args.seed, TRAIN_STREAM)
+        self.val_sampler = SliceSampler(run.cases, run.val_cases, run.global_batch_size,
+                                        plans.training.oversample_foreground_percent, run.args.seed, VALIDATION_STREAM)
+        train_batches = SliceBatches(run.cases, self.train_sampler, plans.channel_mapping, self.input_size,
+                                     run.augmentation, crop, rank, world)
+        val_batches = SliceBatches(run.cases, self.val_sampler, plans.channel_mapping, self.input_size, "none",
+                                   crop, rank, world)
+        pin = self.device.type == "cuda"
+        self.train_loader, self.train_indices = make_loader(train_batches, run.iters_per_epoch, run.num_workers, pin)
+        self.val_loader, self.val_indices = make_loader(val_batches, run.val_iterations, (run.num_workers + 1) // 2, pin)
+
+        self.epoch = 0  # finished epochs
+        self.resumed_from: str | None = None
+        self.resumed_epoch = -1
+        self.ema_dice: float | None = None
+        self.best_ema_dice = -math.inf
+
+    # ------------------------------------------------------------------------------------------ components
+
+    def _make_cache(self) -> EmbeddingCache | None:
+        mode = self.run.args.embedding_cache
+        if mode == "off":
+            return None
+        names = self.method.cacheable_features()
+        if names is None:
+            raise SamdgError(f"--embedding-cache {mode}: with its current settings method '{self.run.args.method}' "
+                             "trains its image encoder, so encoder features cannot be cached; use --embedding-cache off")
+        folder = None
+        if mode == "disk":
+            plans = self.run.plans
+            key = cache_key({"variant": plans.sam.variant, "checkpoint": _file_identity(plans.sam.checkpoint),
+                             "input_size": plans.sam.input_size, "mapping": plans.to_dict()["channel_mapping"],
+                             "preprocessing": plans.preprocessing_hash(), "features": list(names),
+                             "precision": str(self.amp_dtype)})
+            folder = self.run.preprocessed_dir / "embedding_cache" / key
+        self._announce_cache_size(mode, tuple(names))
+        return EmbeddingCache(mode, tuple(names), folder)
+
+    def _announce_cache_size(self, mode: str, names: tuple[str, ...]) -> None:
+        """Say, before building it, how large the cache can grow: every training and validation slice, float16."""
+        from samdg.models.backbones.base import Backbone
+
+        encoder = next(module for module in self.method.modules() if isinstance(module, Backbone))
+        shapes = dict(encoder.feature_shapes())
+        size = encoder.config.embedding_size
+        shapes.setdefault("embedding", (256, size, size))
+        per_slice = sum(2 * int(np.prod(shapes[name])) for name in ("embedding", *names))
+        slices = sum(self.run.cases[c].num_slices for c in {*self.run.train_cases, *self.run.val_cases})
+        where = "RAM of each training process" if mode == "memory" else "disk"
+        self.record.log(f"embedding cache ({mode}): {', '.join(('embedding', *names))}; {per_slice / 2**20:.2f} MiB per slice, up to "
+                        f"{slices} slices = {per_slice * slices / 2**30:.2f} GiB of {where}")
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _encode_for_cache(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        with evaluating(self.method), self.autocast():
+            return self.method.encode(images)
+
+    def prepare(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Move a loader batch to the device and attach cached encoder features when the cache is on."""
+        batch = dict(batch)
+        batch["image"] = batch["image"].to(self.device, non_blocking=True)
+        batch["target"] = batch["target"].to(self.device, non_blocking=True)
+        if self.cache is not None:
+            batch["features"] = self.cache.features(batch["keys"], batch["image"], self._encode_for_cache)
+        return batch
+
+    # ------------------------------------------------------------------------------------------ one step
+
+    def forward_backward(self, batch: dict[str, Any]) -> dict[str, float]:
+        """Forward, loss and backward of one prepared batch; gradients are left in ``.grad`` (DDP-averaged)."""
+        with self.autocast():
+            outputs = self.model(batch)
+            loss, parts = self.method.loss(outputs, batch)
+        self.scaler.scale(loss).backward()
+        return {"loss": float(loss.detach()), **parts}
+
+    def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        self.optimizer.zero_grad(set_to_none=True)
+        parts = self.forward_backward(self.prepare(batch))
+        self.scaler.unscale_(self.optimizer)
+        clip = self.optimizer_settings.get("grad_clip")
+        if clip:
+            torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], float(clip))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return parts
+
+    # ------------------------------------------------------------------------------------------ epochs
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        from tqdm import tqdm
+
+        self.method.train()
+        self.train_indices.set_epoch(epoch)
+        sums: dict[str, float] = defaultdict(float)
+        show = self.run.args.progress_bar and self.context.is_main
+        bar = tqdm(self.train_loader, total=self.run.iters_per_epoch, desc=f"epoch {epoch + 1}/{self.run.epochs}",
+                   disable=not show, leave=False, dynamic_ncols=True)
+        for batch in bar:
+            parts = self.train_step(batch)
+            for key, value in parts.items():
+                sums[key] += value
+            bar.set_postfix(loss=f"{parts['loss']:.4f}")
+        bar.close()
+        keys = sorted(sums)
+        totals = all_reduce_sum(torch.tensor([sums[k] for k in keys], dtype=torch.float64), self.context)
+        count = self.run.iters_per_epoch * self.context.world_size
+        return {key: float(totals[i]) / count for i, key in enumerate(keys)}
+
+    @torch.no_grad()
+    def validate_epoch(self) -> dict[str, float]:
+        """Slice-level pseudo Dice per class on the fixed validation batches (summed over processes)."""
+        confusion = torch.zeros((self.label_spec.num_classes, 3), dtype=torch.float64)
+        self.val_indices.set_epoch(0)  # the same slices every epoch
+        with evaluating(self.method):
+            for batch in self.val_loader:
+                batch = self.prepare(batch)
+                with self.autocast():
+                    logits = self.method.predict(batch["image"], batch.get("features"))
+                confusion += slice_confusion(logits, batch["target"], self.label_spec).cpu().double()
+        all_reduce_sum(confusion, self.context)
+        return dice_per_class(confusion, self.label_spec)
+
+    def end_epoch(self, epoch: int, train: dict[str, float], val_dice: dict[str, float], seconds: float,
+                  train_seconds: float) -> None:
+        mean_dice = mean_ignoring_nan(val_dice.values())
+        if not math.isnan(mean_dice):
+            previous = mean_dice if self.ema_dice is None else self.ema_dice
+            self.ema_dice = EMA_MOMENTUM * previous + (1 - EMA_MOMENTUM) * mean_dice
+        self.epoch = epoch + 1
+        slices = self.run.iters_per_epoch * self.run.global_batch_size
+        record = {"epoch": self.epoch, **{f"train_{k}": v for k, v in train.items()},
+                  "val_dice": val_dice, "val_mean_dice": mean_dice, "ema_dice": self.ema_dice,
+                  "lr": self.optimizer.param_groups[0]["lr"], "epoch_seconds": round(seconds, 3),
+                  "slices_per_second": round(slices / max(train_seconds, 1e-9), 3)}
+        if self.device.type == "cuda":
+            record["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 3)
+        improved = self.ema_dice is not None and self.ema_dice > self.best_ema_dice
+        if improved:
+            self.best_ema_dice = self.ema_dice
+        rng_states = gather_objects(ckpt.capture_rng_state(), self.context)  # every rank's generators
+        if self.context.is_main:
+            self.record.add_epoch(record)
+            dice_text = ", ".join(f"{name} {value:.4f}" for name, value in val_dice.items())
+            self.record.log(f"epoch {self.epoch}/{self.run.epochs}: train loss {train['loss']:.4f} "
+                            f"({', '.join(f'{k} {v:.4f}' for k, v in train.items() if k != 'loss')}); "
+                            f"val Dice (slices) {dice_text}; EMA {_rounded(self.ema_dice)}; "
+                            f"lr {record['lr']:.3g}; {seconds:.1f} s, {record['slices_per_second']:.1f} slices/s")
+            if improved:
+                self.record.log(f"new best EMA Dice {self.ema_dice:.4f}: checkpoint_best.pth updated")
+            state = self.state_dict(rng_states)
+            ckpt.save_checkpoint(self.output_dir / "checkpoint_latest.pth", state)
+            if improved:
+                ckpt.save_checkpoint(self.output_dir / "checkpoint_best.pth", state)
+        barrier(self.context)
+        for hook in self.epoch_end_hooks:
+            hook(self, epoch)
+
+    # ------------------------------------------------------------------------------------------ state
+
+    def state_dict(self, rng_states: list[dict] | None = None) -> dict[str, Any]:
+        """Everything a checkpoint holds (see :mod:`samdg.training.checkpoint`); ``rng_states``: one per rank."""
+        plans = self.run.plans
+        return {
+            "format_version": ckpt.FORMAT_VERSION,
+            "method": self.run.args.method,
+            "method_settings": self.run.method_settings,
+            "labels": plans.labels,
+            "regions_class_order": plans.regions_class_order,
+            "variant": plans.sam.variant,
+            "input_size": plans.sam.input_size,
+            "sam_checkpoint": plans.sam.checkpoint,
+            "model_state": self.method.state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "scheduler_state": self.scheduler.state_dict(),
+            "scaler_state": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "rng_states": rng_states or [ckpt.capture_rng_state()],
+            "log": self.record.state(),
+            "ema_dice": self.ema_dice,
+            "best_ema_dice": self.best_ema_dice,
+            "training_args": self.run.args.to_dict(),
+        }
+
+    def load_state(self, state: dict[str, Any], source: Path) -> None:
+        plans = self.run.plans
+        mismatches = [key for key, now in (("method", self.run.args.method), ("variant", plans.sam.variant),
+                                           ("input_size", plans.sam.input_size)) if state.get(key) != now]
+        saved_settings = state.get("method_settings", {})
+        for key in sorted(set(saved_settings) | set(self.run.method_settings)):
+            if saved_settings.get(key) != self.run.method_settings.get(key):
+                mismatches.append(f"methods.{self.run.args.method}.{key}")
+        if mismatches:
+            raise SamdgError(f"{source}: cannot continue, the checkpoint differs in {', '.join(mismatches)} "
+                             "from this run's plan and overrides (pass the same overrides, or train without --c)")
+        self.method.load_state_dict(state["model_state"])
+        self.optimizer.load_state_dict(state["optimizer_state"])
+        self.scheduler.load_state_dict(state["scheduler_state"])
+        self.scaler.load_state_dict(state["scaler_state"])
+        self.epoch = self.resumed_epoch = int(state["epoch"])
+        self.ema_dice = state["ema_dice"]
+        self.best_ema_dice = state["best_ema_dice"]
+        self.record.restore(state["log"])
+        rng_states = state["rng_states"]
+        if len(rng_states) == self.context.world_size:
+            ckpt.restore_rng_state(rng_states[self.context.rank])
+        else:  # another number of processes than before: generators restart from the seed and the epoch
+            seed_everything(self.run.args.seed + 7919 * self.epoch + 1_000_003 * self.context.rank)
+
+    def resume_candidate(self) -> str | None:
+        """``--c`` continues from checkpoint_final, _latest or _best, the first present (nnU-Net's order)."""
+        for name in ckpt.CHECKPOINT_NAMES:
+            if (self.output_dir / name).is_file():
+                return name
+        return None
+
+    # ------------------------------------------------------------------------------------------ the run
+
+    def write_run_files(self) -> None:
+        """plans.json (with overrides), dataset.json and training_args.json: the folder predicts on its own."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.run.plans.save(self.output_dir / "plans.json")
+        source = self.run.dataset_json_path
+        if source is None:
+            from samdg.paths import raw_dataset_dir
+
+            candidate = raw_dataset_dir(self.run.dataset_name) / "dataset.json"
+            source = candidate if candidate.is_file() else None
+        if source is not None:
+            atomic_write_json(self.output_dir / "dataset.json", load_json(source))
+        args = self.run.args.to_dict()
+        args.update(dataset_name=self.run.dataset_name, world_size=self.context.world_size,
+                    global_batch_size=self.run.global_batch_size, epochs_resolved=self.run.epochs,
+                    iters_per_epoch_resolved=self.run.iters_per_epoch, train_cases=self.run.train_cases,
+                    val_cases=self.run.val_cases)
+        atomic_write_json(self.output_dir / "training_args.json", args)
+
+    def start(self) -> None:
+        run = self.run
+        if self.context.is_main:
+            self.write_run_files()
+        if run.args.continue_training:
+            # Every process reads the file itself (multi-node runs need the results folder on shared storage).
+            self.resumed_from = broadcast_object(self.resume_candidate() if self.context.is_main else None, self.context)
+            if self.resumed_from:
+                path = self.output_dir / self.resumed_from
+                self.load_state(ckpt.load_checkpoint(path), path)
+                self.record.log(f"continuing from {self.resumed_from} after epoch {self.epoch}")
+            else:
+                self.record.log("--c: no checkpoint found, starting from scratch")
+        elif self.context.is_main and any((self.output_dir / n).is_file() for n in ckpt.CHECKPOINT_NAMES):
+            self.record.log("existing checkpoints in this folder will be overwritten (use --c to continue instead)")
+        if self.context.is_main and not self.resumed_from:
+            plans = run.plans
+            self.record.log(f"dataset {run.dataset_name}, method {run.args.method}, fold {run.fold}"
+                            + (f", source domains {', '.join(run.args.source_domains)}" if run.args.source_domains else ""))
+            self.record.log(f"variant {plans.sam.variant} at {plans.sam.input_size} px; device {self.device}"
+                            f"{' x ' + str(self.context.world_size) + ' processes' if self.context.enabled else ''}; "
+                            f"precision {'bf16 autocast' if self.amp_dtype else 'fp32'}")
+            self.record.log(f"trainable parameters: {count_trainable(self.method):,} of {count_parameters(self.method):,}")
+            self.record.log(f"{len(run.train_cases)} training / {len(run.val_cases)} validation cases; "
+                            f"{run.epochs} epochs x {run.iters_per_epoch} iterations, global batch "
+                            f"{run.global_batch_size} ({run.global_batch_size // self.context.world_size} per process), "
+                            f"augmentation {run.augmentation}, embedding cache {run.args.embedding_cache}, "
+                            f"{run.num_workers} loader workers, seed {run.args.seed}")
+            note = fold_note(run.train_cases, run.val_cases)
+            if note:
+                self.record.log(note)
+
+    def run_training(self) -> Path | None:
+        self.start()
+        for epoch in range(self.epoch, self.run.epochs):
+            started = time.perf_counter()
+            train = self.train_epoch(epoch)
+            train_seconds = time.perf_counter() - started
+            val_dice = self.validate_epoch()
+            self.end_epoch(epoch, train, val_dice, time.perf_counter() - started, train_seconds)
+        return self.finish()
+
+    def finish(self) -> Path | None:
+        already_final = self.resumed_from == "checkpoint_final.pth" and self.epoch == self.resumed_epoch
+        rng_states = gather_objects(ckpt.capture_rng_state(), self.context)
+        if self.context.is_main:
+            if not already_final:
+                ckpt.save_checkpoint(self.output_dir / "checkpoint_final.pth", self.state_dict(rng_states))
+                self.record.log("training finished: checkpoint_final.pth written")
+            else:
+                self.record.log("training had already finished (checkpoint_final.pth)")
+            (self.output_dir / "checkpoint_latest.pth").unlink(missing_ok=True)
+        barrier(self.context)
+        if self.run.args.final_validation:
+            self.validate_volumes()
+        return self.output_dir
+
+    @torch.no_grad()
+    def validate_volumes(self) -> dict[str, Any] | None:
+        """Whole-volume Dice of every validation case -> ``validation/summary.json`` (preprocessed space)."""
+        from samdg.inference.slices import SlicePredictor
+
+        plans = self.run.plans
+        cached = _CachedPredict(self.method, self.cache, self._encode_for_cache)
+        predictor = SlicePredictor([cached], self.input_size, plans.sam.inplane_crop, ((),), self.device, self.amp_dtype)
+        batch_size = max(1, self.run.global_batch_size // self.context.world_size)
+        results = {}
+        with evaluating(self.method):
+            for case_id in self.run.val_cases[self.context.rank::self.context.world_size]:
+                case = self.run.cases[case_id]
+                prediction = predict_volume(predictor, case.data(), plans.channel_mapping, self.label_spec, batch_size,
+                                            before_batch=lambda indices: cached.point_at(case_id, indices))
+                results[case_id] = {"domain": case.domain,
+                                    "dice": volume_dice(prediction, np.asarray(case.seg()[0]), self.label_spec)}
+        merged = {}
+        for part in gather_objects(results, self.context):
+            merged.update(part)
+        if not self.context.is_main:
+            return None
+        ordered = {case_id: merged[case_id] for case_id in sorted(merged)}
+        mean = {name: mean_ignoring_nan([r["dice"][name] for r in ordered.values()]) for name in self.label_spec.names}
+        summary = {"metric": "dice", "space": "preprocessed (whole volumes)", "checkpoint": "checkpoint_final.pth",
+                   "foreground_mean": mean_ignoring_nan(mean.values()), "mean": mean, "cases": ordered}
+        atomic_write_json(self.output_dir / "validation" / "summary.json", _nan_to_none(summary))
+        self.record.log(f"whole-volume validation on {len(ordered)} case(s): mean Dice "
+                        + ", ".join(f"{k} {v:.4f}" for k, v in mean.items())
+                        + f"; foreground mean {summary['foreground_mean']:.4f} (validation/summary.json)")
+        return summary
+
+    def close(self) -> None:
+        """Let the loader worker processes go (they stop when their loader is released)."""
+        self.train_loader = self.val_loader = None
+
+
+class _CachedPredict:
+    """``method.predict`` for the slice predictor, with encoder features from the embedding cache when it is on.
+
+    The cache needs the slices' keys; :meth:`point_at` names the slices of the next batch (whole slices only:
+    the cache is refused with in-plane crops).
+    """
+
+    def __init__(self, method, cache: EmbeddingCache | None, encode) -> None:
+        self.method, self.cache, self.encode = method, cache, encode
+        self.keys: list[str] | None = None
+
+    def point_at(self, case_id: str, indices: list[int]) -> None:
+        self.keys = [f"{case_id}:{i}" for i in indices]
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        features = None
+        if self.cache is not None and self.keys is not None and len(self.keys) == images.shape[0]:
+            features = self.cache.features(self.keys, images, self.encode)
+        return self.method.predict(images, features)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def train(args: TrainingArgs, epoch_end_hooks: list[Callable[[Trainer, int], None]] | None = None) -> Path:
+    """Train one fold as ``samdg_train`` does (also under torchrun); returns the fold's results folder."""
+    device_type = resolve_device(args.device)
+    context = init_distributed(device_type)
+    try:
+        run = resolve_run(args, device_type, context.world_size)
+        output_dir = results_fold_dir(run.dataset_name, args.method, run.fold, args.source_domains)
+        trainer = Trainer(run, context, output_dir, epoch_end_hooks)
+        try:
+            trainer.run_training()
+        finally:
+            trainer.close()
+        return output_dir
+    finally:
+        shutdown(context)

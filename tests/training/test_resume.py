@@ -1,0 +1,75 @@
+"""``--c``: 2 epochs, a kill, a resume and 2 more epochs end exactly where 4 uninterrupted epochs end."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from samdg.errors import SamdgError
+from samdg.models.methods.sam import SamBaseline
+from samdg.training import train
+from samdg.training.checkpoint import load_checkpoint
+
+TIMING_KEYS = {"epoch_seconds", "slices_per_second"}
+
+
+class Killed(Exception):
+    pass
+
+
+def _kill_after_second_epoch(trainer, epoch):
+    if epoch == 1:
+        raise Killed
+
+
+@pytest.fixture
+def random_forward(monkeypatch):
+    """Make the method draw from torch's, numpy's and Python's generators, as prompt-sampling methods do, so
+    that a resume that failed to restore any generator would change the weights."""
+    forward = SamBaseline.forward
+
+    def noisy_forward(self, batch):
+        outputs = forward(self, batch)
+        jitter = 0.01 * (torch.rand(()) + float(np.random.rand()) + random.random())
+        return {"logits": outputs["logits"] * (1 + jitter)}
+
+    monkeypatch.setattr(SamBaseline, "forward", noisy_forward)
+
+
+def _records(fold_dir):
+    lines = (fold_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
+
+
+def test_resumed_run_matches_uninterrupted_run(synthetic_dataset, quick_args, random_forward):
+    args = quick_args(epochs=4, iters_per_epoch=2, final_validation=False,
+                      overrides={"training.augmentation": "default", "methods.sam.lr": 1e-3})
+    straight_dir = train(args)
+    reference = straight_dir.parent / "straight"
+    shutil.move(straight_dir, reference)
+
+    with pytest.raises(Killed):
+        train(args, epoch_end_hooks=[_kill_after_second_epoch])
+    interrupted = load_checkpoint(straight_dir / "checkpoint_latest.pth")
+    assert interrupted["epoch"] == 2 and not (straight_dir / "checkpoint_final.pth").exists()
+
+    args.continue_training = True
+    resumed_dir = train(args)
+    straight = load_checkpoint(reference / "checkpoint_final.pth")
+    resumed = load_checkpoint(resumed_dir / "checkpoint_final.pth")
+    assert resumed["epoch"] == straight["epoch"] == 4
+    for name, tensor in straight["model_state"].items():
+        assert torch.equal(tensor, resumed["model_state"][name]), name
+    assert resumed["scheduler_state"]["last_epoch"] == straight["scheduler_state"]["last_epoch"] == 8
+    assert _records(resumed_dir) == _records(reference)
+    log = (resumed_dir / "training_log.txt").read_text()
+    assert log.count("epoch 2/4:") == 1 and "continuing from checkpoint_latest.pth after epoch 2" in log
+
+    args.overrides = {**args.overrides, "methods.sam.lr": 2e-3}
+    with pytest.raises(SamdgError, match="cannot continue, the checkpoint differs in methods.sam.lr"):
+        train(args)
