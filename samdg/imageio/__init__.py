@@ -32,14 +32,19 @@ def file_ending_of(path: str | Path) -> str:
     raise SamdgError(f"{path}: unsupported file type; supported endings: {', '.join(SUPPORTED_ENDINGS)}")
 
 
-def read_image(path: str | Path) -> tuple[np.ndarray, Geometry]:
-    """One file -> (array (C,Z,Y,X) float32 canonical, Geometry). C > 1 only for RGB 2D images."""
-    path = Path(path)
+def _existing_file_ending(path: Path) -> str:
     ending = file_ending_of(path)
     if not path.is_file():
         raise SamdgError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise SamdgError(f"{path}: file is empty (0 bytes)")
+    return ending
+
+
+def read_image(path: str | Path) -> tuple[np.ndarray, Geometry]:
+    """One file -> (array (C,Z,Y,X) float32 canonical, Geometry). C > 1 only for RGB 2D images."""
+    path = Path(path)
+    ending = _existing_file_ending(path)
     if ending in (".nii", ".nii.gz"):
         return nifti.read(path)
     if ending in ENDINGS_2D:
@@ -50,11 +55,7 @@ def read_image(path: str | Path) -> tuple[np.ndarray, Geometry]:
 def read_header(path: str | Path) -> tuple[tuple[int, int, int], Geometry]:
     """Canonical spatial shape (Z,Y,X) and Geometry without reading the voxel data (where the format allows)."""
     path = Path(path)
-    ending = file_ending_of(path)
-    if not path.is_file():
-        raise SamdgError(f"{path}: file not found")
-    if path.stat().st_size == 0:
-        raise SamdgError(f"{path}: file is empty (0 bytes)")
+    ending = _existing_file_ending(path)
     if ending in (".nii", ".nii.gz"):
         _, geometry = nifti.read_header(path)
     elif ending in ENDINGS_2D:
