@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--epochs", type=int, default=None, help="default: 6 on the CPU, 20 on a GPU")
     parser.add_argument("--iters-per-epoch", type=int, default=None, help="default: 40 on the CPU, 100 on a GPU")
+    parser.add_argument("--variant", default=None, help="SAM variant (default: the planner's choice, LiteMedSAM "
+                        "unless a ViT checkpoint is in $SAMDG_weights)")
     args = parser.parse_args(argv)
 
     from dataset_conversion.synthetic import make_synthetic_dataset
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {raw_folder}")
 
     _say("plan and preprocess")
-    plan_and_preprocess.main(["-d", str(args.dataset_id), "-np", "2"])
+    plan_and_preprocess.main(["-d", str(args.dataset_id), "-np", "2"] + (["--variant", args.variant] if args.variant else []))
 
     _say(f"train '{args.method}' on domain {args.source} ({device}, {epochs} epochs x {iterations} iterations)")
     train_args = [str(args.dataset_id), args.method, "all", "--source-domains", args.source, "--device", device,
