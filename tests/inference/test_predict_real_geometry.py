@@ -22,27 +22,23 @@ from samdg.inference.export import export_prediction
 from samdg.labels import LabelSpec
 from samdg.preprocessing.pipeline import preprocess_case
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "totalseg_ct_mr"
 DATASET = "Dataset942_RealCTMR"
 PAIRS = {"ct": ("example_ct_sm", "example_seg"), "mr": ("example_mr_sm", "example_seg_mr")}
 SHARED_ORGANS = {1: 1, 2: 2, 3: 3, 5: 4}  # spleen, kidney_right, kidney_left, liver (same ids in CT and MR maps)
 
 
 @pytest.fixture(scope="module")
-def real_pair(tmp_path_factory):
+def real_pair(tmp_path_factory, shared_data):
     """A raw dataset of the two real cases (labels reduced to the 4 shared organs), planned for a tiny variant."""
     from samdg.planning.api import plan_and_preprocess
-
-    if not SHARED_DATA.is_dir():
-        raise FileNotFoundError(f"the shared test data is missing: {SHARED_DATA}")
 
     base = tmp_path_factory.mktemp("real942")
     raw = base / "raw" / DATASET
     (raw / "imagesTr").mkdir(parents=True)
     (raw / "labelsTr").mkdir()
     for case, (image_name, label_name) in PAIRS.items():
-        (raw / "imagesTr" / f"{case}_0000.nii.gz").write_bytes((SHARED_DATA / f"{image_name}.nii.gz").read_bytes())
-        label = nib.load(SHARED_DATA / f"{label_name}.nii.gz")
+        (raw / "imagesTr" / f"{case}_0000.nii.gz").write_bytes((shared_data / f"{image_name}.nii.gz").read_bytes())
+        label = nib.load(shared_data / f"{label_name}.nii.gz")
         values = np.asarray(label.dataobj)
         reduced = np.zeros_like(values)
         for old, new in SHARED_ORGANS.items():
