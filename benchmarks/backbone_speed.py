@@ -40,7 +40,7 @@ from torch import nn  # noqa: E402
 from samdg.models.backbones import build_sam, get_variant  # noqa: E402
 from samdg.models.backbones.attention import RelPosSdpaAttention  # noqa: E402
 from samdg.models.backbones.intensity import apply_intensity  # noqa: E402
-from samdg.utils.files import atomic_write_json, atomic_write_text  # noqa: E402
+from samdg.utils.files import save_report  # noqa: E402
 
 GIB = 1024**3
 
@@ -282,10 +282,7 @@ def main(argv: list[str] | None = None) -> int:
               "run with --smoke to check the script on a CPU", file=sys.stderr)
         return 2
     results = run(args)
-    atomic_write_json(args.out, results)
-    table = markdown(results)
-    atomic_write_text(args.out.with_suffix(".md"), table)
-    print(table)
+    save_report(args.out, results, markdown(results))
     return 0
 
 

@@ -143,14 +143,11 @@ def markdown(result: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from samdg.utils.files import atomic_write_json, atomic_write_text
+    from samdg.utils.files import save_report
 
     result = run(args)
-    out = Path(args.out)
-    atomic_write_json(out, result)
-    atomic_write_text(out.with_suffix(".md"), markdown(result))
     print(json.dumps(result, indent=2))
-    print(markdown(result))
+    save_report(args.out, result, markdown(result))
     return 0
 
 

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+from samdg.utils.files import save_report  # noqa: E402
 
 DATASET = "Dataset999_PredictSpeed"
 
@@ -136,10 +137,7 @@ def main() -> int:
     device_name = torch.cuda.get_device_name() if on_gpu else platform.processor() or "CPU"
     meta = {"date": datetime.date.today().isoformat(), "device_name": device_name, "torch": f"PyTorch {torch.__version__}",
             "shape": "x".join(map(str, shape)), "smoke": args.smoke}
-    out = Path(args.out)
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(rows, meta))
-    print(markdown(rows, meta))
+    save_report(args.out, {"meta": meta, "rows": rows}, markdown(rows, meta))
     return 0
 
 

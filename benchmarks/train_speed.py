@@ -124,7 +124,7 @@ def markdown(result: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from samdg.utils.files import atomic_write_json, atomic_write_text
+    from samdg.utils.files import save_report
 
     if args.work_dir:
         result = run(args, Path(args.work_dir))
@@ -132,11 +132,8 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory(prefix="samdg_train_speed_") as scratch:
             result = run(args, Path(scratch))
             result["fold_dir"] = "(temporary)"
-    out = Path(args.out)
-    atomic_write_json(out, result)
-    atomic_write_text(out.with_suffix(".md"), markdown(result))
     print(json.dumps(result, indent=2))
-    print(markdown(result))
+    save_report(args.out, result, markdown(result))
     return 0
 
 

@@ -83,3 +83,11 @@ def load_json(path: str | os.PathLike) -> Any:
         raise SamdgError(f"{path}: file not found") from None
     except json.JSONDecodeError as e:
         raise SamdgError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+
+
+def save_report(out: str | os.PathLike, result: Any, table: str) -> None:
+    """A benchmark's figures: JSON at ``out`` and the Markdown table beside it (``.md``), then the table printed."""
+    out = Path(out)
+    atomic_write_json(out, result)
+    atomic_write_text(out.with_suffix(".md"), table)
+    print(table)
