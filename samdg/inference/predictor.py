@@ -37,7 +37,6 @@ from samdg.inference.slices import MIRROR_AXES, SlicePredictor
 from samdg.labels import LabelSpec
 from samdg.planning.plans import Plans
 from samdg.preprocessing.pipeline import preprocess_case
-from samdg.preprocessing.sam_input import volume_to_sam_channels
 from samdg.utils.files import atomic_write_json, load_json
 
 RUN_INFO_FILE = "prediction.json"
@@ -190,14 +189,7 @@ class Predictor:
     # ------------------------------------------------------------------------------------------ arrays
     def predict_preprocessed(self, data: np.ndarray) -> np.ndarray:
         """(C,S,H,W) preprocessed case -> (K,S,H,W) float32 per-class probabilities, ``batch_size`` slices a pass."""
-        num_slices = data.shape[1]
-        probabilities = np.empty((self.label_spec.num_classes, num_slices, *data.shape[2:]), dtype=np.float32)
-        mapping = self.plans.channel_mapping
-        for start in range(0, num_slices, self.batch_size):
-            indices = range(start, min(start + self.batch_size, num_slices))
-            slices = torch.from_numpy(np.ascontiguousarray(volume_to_sam_channels(data, mapping, indices)))
-            probabilities[:, indices.start:indices.stop] = self.slice_predictor(slices).transpose(0, 1).numpy()
-        return probabilities
+        return self.slice_predictor.predict_volume(data, self.plans.channel_mapping, self.batch_size)
 
     def preprocess(self, image_paths: Sequence[str | Path]) -> tuple[np.ndarray, dict[str, Any]]:
         """Channel files of one case -> (data (C,S,H,W), properties), exactly as for training."""

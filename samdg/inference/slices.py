@@ -17,11 +17,12 @@ over the models of a fold ensemble.
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
+from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
-from samdg.preprocessing.sam_input import fit_to_input, restore_from_input
+from samdg.preprocessing.sam_input import fit_to_input, restore_from_input, volume_to_sam_channels
 
 MIRROR_AXES: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 
@@ -105,3 +106,22 @@ class SlicePredictor:
                 accumulated[..., rows, cols] += probabilities * weight
                 weights[rows, cols] += weight
         return (accumulated / weights).cpu()
+
+    def predict_volume(self, data: np.ndarray, channel_mapping, batch_size: int,
+                       before_batch: Callable[[list[int]], None] | None = None) -> np.ndarray:
+        """(C,S,H,W) preprocessed case -> (K,S,H,W) float32 probabilities, ``batch_size`` slices a pass.
+
+        ``before_batch(slice indices)`` runs before each batch (the trainer points its embedding cache there).
+        """
+        num_slices = data.shape[1]
+        probabilities = None
+        for start in range(0, num_slices, batch_size):
+            indices = list(range(start, min(start + batch_size, num_slices)))
+            slices = torch.from_numpy(np.ascontiguousarray(volume_to_sam_channels(data, channel_mapping, indices)))
+            if before_batch is not None:
+                before_batch(indices)
+            batch = self(slices.float()).transpose(0, 1).numpy()
+            if probabilities is None:
+                probabilities = np.empty((batch.shape[0], num_slices, *data.shape[2:]), dtype=np.float32)
+            probabilities[:, start:start + len(indices)] = batch
+        return probabilities

@@ -28,7 +28,6 @@ from samdg.labels import (
     valid_mask,
 )
 from samdg.models.methods.losses import resize_logits
-from samdg.preprocessing.sam_input import volume_to_sam_channels
 
 
 def class_confusion(label_map: torch.Tensor, target: torch.Tensor, spec: LabelSpec) -> torch.Tensor:
@@ -73,16 +72,9 @@ def predict_volume(
     windows and probability rule as ``samdg_predict``); ``before_batch(slice indices)`` runs before each batch
     (the trainer uses it to point the embedding cache at the batch's slices).
     """
-    num_slices, height, width = data.shape[1:]
-    out = np.zeros((num_slices, height, width), dtype=np.int16)
-    for first in range(0, num_slices, batch_size):
-        indices = list(range(first, min(first + batch_size, num_slices)))
-        slices = torch.from_numpy(np.ascontiguousarray(volume_to_sam_channels(data, channel_mapping, indices)))
-        if before_batch is not None:
-            before_batch(indices)
-        probabilities = slice_predictor(slices.float())
-        out[first:first + len(indices)] = label_map_from_probabilities(probabilities, spec).numpy().astype(np.int16)
-    return out
+    probabilities = slice_predictor.predict_volume(data, channel_mapping, batch_size, before_batch)
+    label_map = label_map_from_probabilities(torch.from_numpy(probabilities).transpose(0, 1), spec)
+    return label_map.numpy().astype(np.int16)
 
 
 def volume_dice(prediction: np.ndarray, reference: np.ndarray, spec: LabelSpec) -> dict[str, float]:
