@@ -1,7 +1,8 @@
 """Content checks of a raw dataset: every problem at once, each naming its file, before anything is written.
 
-:func:`load_raw_dataset` lists the files and records listing problems (misnamed or unmatched files, missing
-channels or labels, a case in both imagesTr and imagesTs, cases missing from the ``domains`` map). This module
+:func:`load_raw_dataset` lists the files (scanned from imagesTr/labelsTr, or taken from dataset.json's ``dataset``
+map) and records listing problems (misnamed or unmatched files, missing channels or labels, a case in both the
+training cases and imagesTs, cases missing from the ``domains`` map). Only ``Case`` paths are read here. This module
 adds what needs the voxels: unreadable, empty or 4D files, NaN/inf intensities, label values that dataset.json
 does not declare, and channels or labels whose grid (shape, spacing, origin, direction) differs from the case's
 first channel. Every image is read in full, in a thread pool (decompression and numpy release the GIL).

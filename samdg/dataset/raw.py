@@ -1,13 +1,16 @@
 """A raw dataset in the nnU-Net v2 layout, plus samdg's optional ``domains`` map.
 
 ``DatasetXXX_Name/dataset.json``, ``imagesTr/{case}_{XXXX}{ending}``, ``labelsTr/{case}{ending}``, optional
-``imagesTs/`` (and ``labelsTs/``, samdg's extension for evaluation). ``dataset.json`` may map each case id to a
-domain (site, scanner or modality) in ``"domains"``; without it every case is in domain ``default``.
-Loading only lists files; :mod:`samdg.dataset.integrity` checks their contents.
+``imagesTs/`` (and ``labelsTs/``, samdg's extension for evaluation). As in nnU-Net, ``dataset.json`` may list
+the training cases itself in ``"dataset": {case_id: {"images": [...], "label": ...}}`` (paths relative to the
+dataset folder or absolute, ``$VARIABLES`` expanded); imagesTr/labelsTr are then not scanned. ``dataset.json``
+may map each case id to a domain (site, scanner or modality) in ``"domains"``; without it every case is in domain
+``default``. Loading only lists files; :mod:`samdg.dataset.integrity` checks their contents.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +101,17 @@ def _channel_files(folder: Path, ending: str) -> tuple[dict[str, dict[int, Path]
     return cases, misnamed
 
 
+def _domain_of(case_id: str, source: str, folder: Path, raw_json: dict, problems: list[str]) -> str:
+    """The case's domain from the ``domains`` map (``default`` without a map); a case missing from it is a problem."""
+    domain_map = raw_json.get("domains")
+    if not isinstance(domain_map, dict):
+        return DEFAULT_DOMAIN
+    if case_id not in domain_map:
+        problems.append(f"{folder / 'dataset.json'}: case {case_id} ({source}) is missing from the 'domains' map")
+        return DEFAULT_DOMAIN
+    return str(domain_map[case_id])
+
+
 def _list_split(folder: Path, images: str, labels: str, raw_json: dict, problems: list[str], require_labels: bool) -> dict[str, Case]:
     ending = raw_json["file_ending"]
     image_dir, label_dir = folder / images, folder / labels
@@ -107,7 +121,6 @@ def _list_split(folder: Path, images: str, labels: str, raw_json: dict, problems
     for path in misnamed:
         problems.append(f"{path}: not named {{case}}_{{XXXX}}{ending} (4-digit channel index and the dataset's file_ending)")
     n_channels = channel_files_per_case(raw_json)
-    domain_map = raw_json.get("domains") if isinstance(raw_json.get("domains"), dict) else None
     cases = {}
     for case_id, channels in files.items():
         for index in range(n_channels):
@@ -121,12 +134,7 @@ def _list_split(folder: Path, images: str, labels: str, raw_json: dict, problems
             label_path = None
             if require_labels:
                 problems.append(f"{label_dir / f'{case_id}{ending}'}: label file missing for case {case_id}")
-        domain = DEFAULT_DOMAIN
-        if domain_map is not None:
-            if case_id in domain_map:
-                domain = str(domain_map[case_id])
-            else:
-                problems.append(f"{folder / 'dataset.json'}: case {case_id} ({images}) is missing from the 'domains' map")
+        domain = _domain_of(case_id, images, folder, raw_json, problems)
         image_paths = [str(channels.get(i, image_dir / f"{case_id}_{i:04d}{ending}")) for i in range(n_channels)]
         cases[case_id] = Case(case_id, image_paths, str(label_path) if label_path else None, domain)
     if label_dir.is_dir():
@@ -134,6 +142,82 @@ def _list_split(folder: Path, images: str, labels: str, raw_json: dict, problems
             if path.is_file() and not path.name.startswith(".") and path.name.endswith(ending):
                 if path.name[: -len(ending)] not in files:
                     problems.append(f"{path}: label has no image in {images}/")
+    return cases
+
+
+FILE_MAP_SOURCE = "'dataset' map"
+_UNSET_VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)\}")
+
+
+def _resolve_map_path(folder: Path, entry: str) -> str:
+    """nnU-Net's rule: expand environment variables, then join relative paths to the dataset folder."""
+    expanded = os.path.expandvars(entry)
+    return expanded if os.path.isabs(expanded) else os.path.abspath(os.path.join(folder, expanded))
+
+
+def _unset_variables_hint(entry: str) -> str:
+    """A hint naming the environment variables of ``entry`` that are not set (expandvars leaves them as is)."""
+    names = [a or b for a, b in _UNSET_VARIABLE.findall(entry) if (a or b) not in os.environ]
+    return f" (environment variable {', '.join('$' + n for n in names)} not set)" if names else ""
+
+
+def _file_map_structure_errors(file_map, n_images: int) -> list[str]:
+    """What is wrong with the shape of the 'dataset' map itself (not with the files it names)."""
+    if not isinstance(file_map, dict):
+        return ["'dataset' must map case ids to {\"images\": [...], \"label\": ...}"]
+    if not file_map:
+        return ["'dataset' lists no training case"]
+    errors = []
+    for case_id, entry in file_map.items():
+        if not case_id or case_id in (".", "..") or "/" in case_id or "\\" in case_id:
+            # case ids become file names ({case}.npy, {case}{ending}) in the preprocessed and results folders
+            errors.append(f"'dataset' case id {case_id!r} is not usable as a file name")
+        if not isinstance(entry, dict):
+            errors.append(f"'dataset' entry {case_id}: must be an object with \"images\" and \"label\"")
+            continue
+        images = entry.get("images")
+        if not isinstance(images, list) or not images or not all(isinstance(i, str) and i for i in images):
+            errors.append(f"'dataset' entry {case_id}: \"images\" must be a non-empty list of file paths "
+                          f"({n_images} per case here)")
+        if not isinstance(entry.get("label"), str) or not entry["label"]:
+            errors.append(f"'dataset' entry {case_id}: \"label\" must be a file path")
+    return errors
+
+
+def _list_file_map(folder: Path, raw_json: dict, problems: list[str]) -> dict[str, Case]:
+    """Training cases from dataset.json's ``dataset`` map (nnU-Net's alternative to scanning imagesTr/labelsTr)."""
+    json_path = folder / "dataset.json"
+    ending = raw_json["file_ending"]
+    n_channels = channel_files_per_case(raw_json)
+    errors = _file_map_structure_errors(raw_json["dataset"], n_channels)
+    if errors:
+        raise SamdgError(f"{json_path}: " + "; ".join(errors))
+    cases = {}
+    owner: dict[str, str] = {}  # resolved path -> first case listing it, to catch one file listed twice
+    for case_id in sorted(raw_json["dataset"]):
+        entry = raw_json["dataset"][case_id]
+        if len(entry["images"]) != n_channels:
+            problems.append(f"{json_path}: 'dataset' entry {case_id} lists {len(entry['images'])} image file(s), "
+                            f"but channel_names declares {n_channels} per case")
+        image_paths = []
+        for index, listed in enumerate(entry["images"]):
+            path = _resolve_map_path(folder, listed)
+            image_paths.append(path)
+            if not os.path.isfile(path):
+                problems.append(f"{path}: image file missing for channel {index} of case {case_id} "
+                                f"(listed in {json_path}){_unset_variables_hint(listed)}")
+        label_path = _resolve_map_path(folder, entry["label"])
+        if not os.path.isfile(label_path):
+            problems.append(f"{label_path}: label file missing for case {case_id} "
+                            f"(listed in {json_path}){_unset_variables_hint(entry['label'])}")
+        for path in (*image_paths, label_path):
+            if not path.endswith(ending):
+                problems.append(f"{path}: does not end in the dataset's file_ending {ending} (case {case_id})")
+            if path in owner and owner[path] != case_id:
+                problems.append(f"{path}: listed for both case {owner[path]} and case {case_id} in {json_path}")
+            owner.setdefault(path, case_id)
+        domain = _domain_of(case_id, FILE_MAP_SOURCE, folder, raw_json, problems)
+        cases[case_id] = Case(case_id, image_paths, label_path if os.path.isfile(label_path) else None, domain)
     return cases
 
 
@@ -158,18 +242,23 @@ def load_raw_dataset(folder: str | Path) -> RawDataset:
     LabelSpec.from_dataset_json(raw_json["labels"], raw_json.get("regions_class_order"), str(json_path))
     if "domains" in raw_json and not isinstance(raw_json["domains"], dict):
         raise SamdgError(f"{json_path}: 'domains' must map case ids to domain names")
-    if not (folder / "imagesTr").is_dir():
-        raise SamdgError(f"{folder / 'imagesTr'}: folder not found")
     problems: list[str] = []
-    training = _list_split(folder, "imagesTr", "labelsTr", raw_json, problems, require_labels=True)
+    if "dataset" in raw_json:
+        training = _list_file_map(folder, raw_json, problems)
+        source = f"the {FILE_MAP_SOURCE}"
+    else:
+        if not (folder / "imagesTr").is_dir():
+            raise SamdgError(f"{folder / 'imagesTr'}: folder not found")
+        training = _list_split(folder, "imagesTr", "labelsTr", raw_json, problems, require_labels=True)
+        source = "imagesTr"
     test = _list_split(folder, "imagesTs", "labelsTs", raw_json, problems, require_labels=False)
     if not training:
         raise SamdgError(f"{folder / 'imagesTr'}: no image files ending in {raw_json['file_ending']}")
     for case_id in sorted(set(training) & set(test)):
-        problems.append(f"{folder}: case id {case_id} is in both imagesTr and imagesTs")
+        problems.append(f"{folder}: case id {case_id} is in both {source} and imagesTs")
     n_declared = raw_json.get("numTraining")
     if n_declared is not None and n_declared != len(training):
-        problems.append(f"{json_path}: numTraining is {n_declared} but imagesTr holds {len(training)} cases")
+        problems.append(f"{json_path}: numTraining is {n_declared} but {source} holds {len(training)} cases")
     return RawDataset(folder, raw_json, training, test, problems)
 
 
