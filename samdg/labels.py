@@ -10,6 +10,7 @@ structures such as whole tumour / tumour core). samdg methods predict K per-clas
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 
 import torch
@@ -70,9 +71,20 @@ class LabelSpec:
         if any(len(c) > 1 for c in classes):
             if regions_class_order is None:
                 raise SamdgError(f"{source}: labels use regions, so 'regions_class_order' is required")
+            if (not isinstance(regions_class_order, (list, tuple))
+                    or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in regions_class_order)):
+                raise SamdgError(f"{source}: 'regions_class_order' must be a list of integers, got {regions_class_order!r}")
             if len(regions_class_order) != len(classes):
                 raise SamdgError(f"{source}: 'regions_class_order' needs one entry per region ({len(classes)})")
             order = tuple(int(v) for v in regions_class_order)
+        else:
+            # Two plain labels with one value would train two identical classes; it is a typo in dataset.json.
+            owner: dict[int, str] = {}
+            for name, (value,) in zip(names, classes):
+                if value in owner:
+                    raise SamdgError(f"{source}: labels '{owner[value]}' and '{name}' both have the value {value}; "
+                                     "each label needs its own value")
+                owner[value] = name
         return cls(tuple(names), tuple(classes), order, ignore, tuple(sorted(values)))
 
 

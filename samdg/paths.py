@@ -68,27 +68,25 @@ def resolve_dataset_name(id_or_name: str | int) -> str:
     The three roots are searched; no match or several different names are errors that list what exists.
     """
     text = str(id_or_name).strip()
-    if text.startswith("Dataset"):
-        return text
-    if not text.isdigit():
+    if text.startswith("Dataset") and not _DATASET_FOLDER.match(text):
+        raise SamdgError(f"dataset '{text}' is not a DatasetXXX_Name folder name (three or more digits, then _Name)")
+    if not text.startswith("Dataset") and not text.isdigit():
         raise SamdgError(f"dataset '{text}' is neither a number nor a DatasetXXX_Name folder name")
-    wanted = int(text)
-    found: set[str] = set()
     available: set[str] = set()
     for root in (raw_root(), preprocessed_root(), results_root()):
-        if not root.is_dir():
-            continue
-        for entry in root.iterdir():
-            match = _DATASET_FOLDER.match(entry.name)
-            if entry.is_dir() and match:
-                available.add(entry.name)
-                if int(match.group(1)) == wanted:
-                    found.add(entry.name)
+        if root.is_dir():
+            available.update(e.name for e in root.iterdir() if e.is_dir() and _DATASET_FOLDER.match(e.name))
+    roots = ", ".join(f"{v}={_root(k)}" for k, v in _ROOTS.items() if k != "weights")
+    listing = ", ".join(sorted(available)) or "none"
+    if text.startswith("Dataset"):
+        if text not in available:  # a typo in the name; the folder exists in none of the roots
+            raise SamdgError(f"no dataset named {text} (looked in {roots}); datasets found: {listing}")
+        return text
+    wanted = int(text)
+    found = {name for name in available if int(_DATASET_FOLDER.match(name).group(1)) == wanted}
     if len(found) == 1:
         return found.pop()
-    roots = ", ".join(f"{v}={_root(k)}" for k, v in _ROOTS.items() if k != "weights")
     if not found:
-        listing = ", ".join(sorted(available)) or "none"
         raise SamdgError(f"no dataset with id {wanted} (looked in {roots}); datasets found: {listing}")
     raise SamdgError(f"dataset id {wanted} is ambiguous, several folders match: {', '.join(sorted(found))}")
 

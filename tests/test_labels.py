@@ -57,3 +57,17 @@ def test_ignore_label_is_masked():
     spec = LabelSpec.from_dataset_json({"background": 0, "a": 1, "ignore": 2})
     assert spec.ignore_label == 2 and spec.num_classes == 1
     assert valid_mask(torch.tensor([0, 1, 2]), spec).tolist() == [True, True, False]
+
+
+def test_two_labels_with_one_value_are_an_error():
+    with pytest.raises(SamdgError, match="labels 'liver' and 'kidney' both have the value 1"):
+        LabelSpec.from_dataset_json({"background": 0, "liver": 1, "kidney": 1, "spleen": 3}, source="dataset.json")
+    # regions overlap by design
+    LabelSpec.from_dataset_json({"background": 0, "whole": [1, 2], "core": 2}, [1, 2])
+
+
+def test_regions_class_order_must_hold_integers():
+    labels = {"background": 0, "whole": [1, 2], "core": 2}
+    for order in (["a", "b"], "12", [1, None]):
+        with pytest.raises(SamdgError, match="'regions_class_order' must be a list of integers"):
+            LabelSpec.from_dataset_json(labels, order)

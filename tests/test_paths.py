@@ -44,3 +44,13 @@ def test_default_root_is_announced_once(monkeypatch, capsys, tmp_path):
     second = paths.results_root()
     assert first == second == (tmp_path / "samdg_data" / "results")
     assert capsys.readouterr().err.count("SAMDG_results is not set") == 1
+
+
+def test_a_dataset_name_that_exists_nowhere_lists_what_exists(samdg_roots):
+    (samdg_roots["raw"] / "Dataset005_Prostate").mkdir()
+    with pytest.raises(SamdgError, match="no dataset named Dataset005_Prostat .*datasets found: Dataset005_Prostate"):
+        paths.resolve_dataset_name("Dataset005_Prostat")
+    with pytest.raises(SamdgError, match="'Dataset5' is not a DatasetXXX_Name folder name"):
+        paths.resolve_dataset_name("Dataset5")
+    (samdg_roots["results"] / "Dataset006_Heart").mkdir()  # any of the three roots will do
+    assert paths.resolve_dataset_name("Dataset006_Heart") == "Dataset006_Heart"

@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from samdg.utils.files import atomic_path, atomic_write_text
+from samdg.utils.files import atomic_path, atomic_write_text, make_folder
 
 METRICS = {"dice": "Dice", "hd95_mm": "HD95 (mm)"}
 ROW_MEAN = "mean over targets (excl. source)"
@@ -144,7 +144,7 @@ def heatmap(path: Path, cells: pd.DataFrame, sources: Sequence[str], targets: Se
 def write_all(output_dir: Path, cells: pd.DataFrame, sources: Sequence[str], targets: Sequence[str], title: str,
               notes: Sequence[str] = ()) -> dict[str, Path]:
     """Write cells.csv, matrix.csv, matrix.md and matrix.png into ``output_dir``; return their paths by kind."""
-    output_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(output_dir)
     files = {"cells": output_dir / "cells.csv", "csv": output_dir / "matrix.csv", "markdown": output_dir / "matrix.md",
              "heatmap": output_dir / "matrix.png"}
     with atomic_path(files["cells"]) as tmp:

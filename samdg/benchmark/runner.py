@@ -27,7 +27,7 @@ from samdg.benchmark.protocols import (EvaluationCases, ModelPlan, check_domains
 from samdg.dataset.raw import RawDataset, load_raw_dataset
 from samdg.errors import SamdgError
 from samdg.paths import raw_dataset_dir, resolve_dataset_name, results_dataset_dir
-from samdg.utils.files import atomic_write_json, load_json
+from samdg.utils.files import atomic_write_json, load_json, make_folder
 
 FOLD = "all"
 
@@ -114,18 +114,33 @@ def predict_and_evaluate(settings: BenchmarkSettings, raw: RawDataset, plan: Mod
                      if s == split and (prediction_dir / f"{c}{raw.file_ending}").is_file()]
         if not predicted:  # every case of this split failed to predict (reported in the notes)
             continue
-        reference_dir = raw.folder / ("labelsTs" if split == "Ts" else "labelsTr")
+        # The cases' own label files, not labelsTr/: dataset.json's 'dataset' map may keep them anywhere.
+        references = {c: Path(evaluation.cases[c].label_path) for c in predicted}
         output = prediction_dir / f"evaluation_{split}"
-        evaluate_folders(reference_dir, prediction_dir, raw.labels, raw.domains, output, settings.num_processes,
+        evaluate_folders(references, prediction_dir, raw.labels, raw.domains, output, settings.num_processes,
                          raw.file_ending, allow_missing=True, progress=False)
         frame = pd.read_csv(output / PER_CASE_FILE, dtype={"case": str, "domain": str, "label": str},
                             keep_default_na=False, na_values=["NaN"])
-        frames.append(frame[frame["case"].isin(predicted)])
+        frames.append(frame)
     per_case = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["case", "domain", "label", *matrix.METRICS])
     summary = {"predicted": len(report.predicted), "skipped": len(report.skipped), "failed": report.failed,
                "redone_because_model_changed": bool(changed)}
     return per_case, summary
+
+
+def check_training_settings(settings: BenchmarkSettings, dataset_name: str) -> None:
+    """Mistakes training would find only after the output folder exists, or never when every model is reused:
+    an unknown method, a dataset not planned yet, an override with a bad key or value."""
+    from samdg.models.methods import get_method, resolve_settings
+    from samdg.planning.api import load_plans
+    from samdg.planning.plans import apply_overrides
+
+    get_method(settings.method)
+    plans = load_plans(dataset_name)
+    if settings.overrides:
+        plans.methods[settings.method] = resolve_settings(settings.method, plans.methods.get(settings.method))
+        apply_overrides(plans, settings.overrides)
 
 
 def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -137,9 +152,10 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
     plans = model_plans(settings.protocol, domains, sources)
     if settings.protocol == "leave-one-domain-out" and len(domains) < 2:
         raise SamdgError("leave-one-domain-out needs at least 2 domains")
+    check_training_settings(settings, dataset_name)
     output_dir = (Path(settings.output_dir) if settings.output_dir
                   else benchmark_dir(dataset_name, settings.method, settings.protocol))
-    output_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(output_dir)
     notes = evaluation_notes(raw)
 
     from samdg.training.splits import domain_tag

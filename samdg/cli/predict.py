@@ -53,8 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_folders(input_dir: Path, output_dir: Path) -> None:
+    if input_dir.is_file():
+        raise SamdgError(f"-i {input_dir}: is a file; give the folder that holds the {{case}}_0000 image files")
     if not input_dir.is_dir():
         raise SamdgError(f"-i {input_dir}: input folder not found")
+    if output_dir.is_file():  # said before the model is loaded
+        raise SamdgError(f"-o {output_dir}: is a file, not a folder; choose another output folder")
     if output_dir.resolve() == input_dir.resolve():
         raise SamdgError(f"-o {output_dir}: the output folder must differ from the input folder (raw data is never "
                          "written to)")

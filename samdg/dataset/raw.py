@@ -237,8 +237,10 @@ def load_raw_dataset(folder: str | Path) -> RawDataset:
         raise SamdgError(f"{json_path}: missing required key(s) {', '.join(missing)}")
     if raw_json["file_ending"] not in SUPPORTED_ENDINGS:
         raise SamdgError(f"{json_path}: file_ending '{raw_json['file_ending']}' is not supported ({', '.join(SUPPORTED_ENDINGS)})")
-    if not isinstance(raw_json["channel_names"], dict) or not raw_json["channel_names"]:
-        raise SamdgError(f"{json_path}: channel_names must be a non-empty object like {{\"0\": \"CT\"}}")
+    channel_names = raw_json["channel_names"]
+    if not isinstance(channel_names, dict) or not channel_names or not all(
+            isinstance(name, str) and name.strip() for name in channel_names.values()):
+        raise SamdgError(f"{json_path}: channel_names must be a non-empty object of names like {{\"0\": \"CT\"}}")
     LabelSpec.from_dataset_json(raw_json["labels"], raw_json.get("regions_class_order"), str(json_path))
     if "domains" in raw_json and not isinstance(raw_json["domains"], dict):
         raise SamdgError(f"{json_path}: 'domains' must map case ids to domain names")
@@ -273,5 +275,9 @@ def list_image_folder(folder: str | Path, file_ending: str, num_channels: int) -
         missing = [i for i in range(num_channels) if i not in channels]
         if missing:
             raise SamdgError(f"{folder}: case {case_id} lacks channel file(s) {', '.join(f'_{i:04d}' for i in missing)}")
+        extra = sorted(i for i in channels if i >= num_channels)
+        if extra:  # predicting from the first channels only would be silently wrong
+            raise SamdgError(f"{folder}: case {case_id} has channel file(s) {', '.join(f'_{i:04d}' for i in extra)} "
+                             f"beyond the model's {num_channels} channel(s)")
         cases[case_id] = [str(channels[i]) for i in range(num_channels)]
     return cases

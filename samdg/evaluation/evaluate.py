@@ -17,7 +17,7 @@ from tqdm import tqdm
 from samdg.dataset.raw import DEFAULT_DOMAIN
 from samdg.errors import SamdgError
 from samdg.evaluation import aggregate
-from samdg.evaluation.inputs import check_folders, detect_file_ending, pair_files
+from samdg.evaluation.inputs import check_folders, detect_file_ending, pair_files, reference_files
 from samdg.evaluation.metrics import compute_metrics
 from samdg.labels import LabelSpec
 from samdg.utils.files import atomic_path, atomic_write_json
@@ -70,8 +70,18 @@ def evaluate_arrays(reference: np.ndarray, prediction: np.ndarray, spacing: Sequ
 
 def evaluate_case(reference_file: str | Path, prediction_file: str | Path, spec: LabelSpec,
                   case: str | None = None) -> dict[str, Any]:
-    """Read and evaluate one case -> ``{case, reference_file, prediction_file, spacing, metrics}``."""
+    """Read and evaluate one case -> ``{case, reference_file, prediction_file, spacing, metrics}``.
+
+    A value that ``spec`` does not declare, in either file, is an error: it would silently count as background
+    (usually the wrong dataset.json / ``-d``, or a prediction of another model).
+    """
     reference, prediction, spacing = read_pair(reference_file, prediction_file)
+    for path, array in ((reference_file, reference), (prediction_file, prediction)):
+        undeclared = sorted(set(np.unique(array).tolist()) - set(spec.label_values))
+        if undeclared:
+            raise SamdgError(f"{path}: label value(s) {', '.join(map(str, undeclared))} not declared in the dataset's "
+                             f"labels (declared: {', '.join(map(str, spec.label_values))}); is -d / dataset.json "
+                             "the right dataset?")
     return {
         "case": case if case is not None else Path(reference_file).name,
         "reference_file": str(reference_file),
@@ -96,7 +106,8 @@ def spec_from_values(values: set[int]) -> LabelSpec:
     return LabelSpec.from_dataset_json({"background": 0, **{str(v): int(v) for v in sorted(values)}})
 
 
-def evaluate_folders(reference_dir: str | Path, prediction_dir: str | Path, label_spec: LabelSpec | None = None,
+def evaluate_folders(reference_dir: str | Path | dict[str, Path], prediction_dir: str | Path,
+                     label_spec: LabelSpec | None = None,
                      domains: dict[str, str] | None = None, output_dir: str | Path | None = None,
                      num_processes: int = 2, file_ending: str | None = None, allow_missing: bool = False,
                      progress: bool = True,
@@ -104,7 +115,9 @@ def evaluate_folders(reference_dir: str | Path, prediction_dir: str | Path, labe
     """Evaluate every reference case that has a prediction; write the three output files; return the summary.
 
     Args:
-        reference_dir, prediction_dir: folders of ``<case><file_ending>`` label maps, paired by case id.
+        reference_dir, prediction_dir: folders of ``<case><file_ending>`` label maps, paired by case id; or,
+            instead of the reference folder, a map case id -> reference file (files listed by dataset.json's
+            ``dataset`` map need not live in one folder nor carry the case id in their names).
         label_spec: classes to evaluate; None: one class per value present in any of the files.
         domains: case id -> domain; cases not listed (or all, when None) are in domain ``default``.
         output_dir: where the outputs go (default: ``prediction_dir``).
@@ -117,13 +130,21 @@ def evaluate_folders(reference_dir: str | Path, prediction_dir: str | Path, labe
     Returns:
         The summary dict as written to summary.json (schema in documentation/evaluation.md).
     """
-    reference_dir, prediction_dir = Path(reference_dir), Path(prediction_dir)
+    prediction_dir = Path(prediction_dir)
     output_dir = Path(output_dir) if output_dir is not None else prediction_dir
     if num_processes < 1:
         raise SamdgError(f"-np must be at least 1, got {num_processes}")
-    check_folders(reference_dir, prediction_dir)
-    file_ending = file_ending or detect_file_ending(reference_dir)
-    pairing = pair_files(reference_dir, prediction_dir, file_ending)
+    if isinstance(reference_dir, dict):
+        if file_ending is None:
+            raise SamdgError("evaluating listed reference files needs the file ending of the predictions")
+        references = reference_dir
+        reference_dir = "(listed files)"
+    else:
+        reference_dir = Path(reference_dir)
+        check_folders(reference_dir, prediction_dir)
+        file_ending = file_ending or detect_file_ending(reference_dir)
+        references = reference_files(reference_dir, file_ending)
+    pairing = pair_files(references, prediction_dir, file_ending)
     if pairing.missing_predictions and not allow_missing:
         listing = ", ".join(str(prediction_dir / f"{c}{file_ending}") for c in pairing.missing_predictions[:10])
         more = f" and {len(pairing.missing_predictions) - 10} more" if len(pairing.missing_predictions) > 10 else ""

@@ -96,16 +96,19 @@ class Pairing:
     unreferenced_predictions: list[str]
 
 
-def pair_files(reference_dir: str | Path, prediction_dir: str | Path, file_ending: str) -> Pairing:
-    """Match ``<case><file_ending>`` files of the two folders."""
-    reference_dir, prediction_dir = Path(reference_dir), Path(prediction_dir)
-    check_folders(reference_dir, prediction_dir)
-    references = _cases(reference_dir, file_ending)
-    predictions = _cases(prediction_dir, file_ending)
+def pair_files(references: dict[str, Path], prediction_dir: str | Path, file_ending: str) -> Pairing:
+    """Match each reference (case id -> file) with ``<case><file_ending>`` in the prediction folder."""
+    predictions = _cases(Path(prediction_dir), file_ending)
+    pairs = [(case, Path(references[case]), predictions[case]) for case in sorted(references) if case in predictions]
+    return Pairing(pairs, sorted(set(references) - set(predictions)), sorted(set(predictions) - set(references)))
+
+
+def reference_files(reference_dir: str | Path, file_ending: str) -> dict[str, Path]:
+    """The ``<case><file_ending>`` files of a reference folder, by case id."""
+    references = _cases(Path(reference_dir), file_ending)
     if not references:
         raise SamdgError(f"{reference_dir}: no reference files ending in {file_ending}")
-    pairs = [(case, references[case], predictions[case]) for case in sorted(references) if case in predictions]
-    return Pairing(pairs, sorted(set(references) - set(predictions)), sorted(set(predictions) - set(references)))
+    return references
 
 
 def check_folders(reference_dir: str | Path, prediction_dir: str | Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from samdg.errors import SamdgError
+from samdg.errors import SamdgError, one_line
 from samdg.imageio.geometry import FAKE_2D_SPACING_FACTOR, Geometry
 from samdg.utils.files import atomic_path
 
@@ -29,7 +29,7 @@ def _read_pixels(path: Path, ending: str) -> np.ndarray:
     except FileNotFoundError:
         raise SamdgError(f"{path}: file not found") from None
     except Exception as error:
-        raise SamdgError(f"{path}: cannot be read as a 2D image ({error})") from None
+        raise SamdgError(f"{path}: cannot be read as a 2D image ({one_line(error)})") from None
 
 
 def _channels_first(path: Path, pixels: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from samdg.errors import SamdgError
+from samdg.errors import SamdgError, one_line
 from samdg.imageio.geometry import Geometry, canonical_spacing, from_canonical, orientation_of, to_canonical
 from samdg.utils.files import atomic_path
 
@@ -20,7 +20,7 @@ def _load(path: Path):
     except FileNotFoundError:
         raise SamdgError(f"{path}: file not found") from None
     except Exception as error:  # nibabel raises many types for damaged files
-        raise SamdgError(f"{path}: cannot be read as NIfTI ({error})") from None
+        raise SamdgError(f"{path}: cannot be read as NIfTI ({one_line(error)})") from None
 
 
 def _spatial_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -70,7 +70,7 @@ def read(path: Path) -> tuple[np.ndarray, Geometry]:
     try:
         data = np.asanyarray(image.dataobj).reshape(shape)
     except Exception as error:
-        raise SamdgError(f"{path}: image data cannot be read ({error}); the file may be truncated") from None
+        raise SamdgError(f"{path}: image data cannot be read ({one_line(error)}); the file may be truncated") from None
     return to_canonical(data, np.asarray(geometry.ornt))[None].astype(np.float32, copy=False), geometry
 
 

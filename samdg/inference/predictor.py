@@ -37,7 +37,7 @@ from samdg.inference.slices import MIRROR_AXES, SlicePredictor
 from samdg.labels import LabelSpec
 from samdg.planning.plans import Plans
 from samdg.preprocessing.pipeline import preprocess_case
-from samdg.utils.files import atomic_write_json, load_json
+from samdg.utils.files import atomic_write_json, load_json, make_folder
 
 RUN_INFO_FILE = "prediction.json"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -92,6 +92,21 @@ class PredictionReport:
         line = (f"{len(self.predicted)} case(s) predicted, {len(self.skipped)} already done (skipped), "
                 f"{len(self.failed)} failed; outputs in {self.output_dir}")
         return line + (f" ({self.seconds:.1f} s)" if self.predicted else "")
+
+
+def _check_finite(image: np.ndarray, image_paths: Sequence[str | Path]) -> None:
+    """NaN/inf voxels would silently shift the normalisation and the prediction around them (training data is
+    checked by the integrity check; this is the same check for prediction inputs)."""
+    bad = ~np.isfinite(image)
+    if not bad.any():
+        return
+    per_file = len(image_paths) == image.shape[0]  # one channel per file (RGB 2D images have three)
+    for channel in range(image.shape[0]):
+        count = int(bad[channel].sum())
+        if count:
+            path = image_paths[channel] if per_file else image_paths[0]
+            raise SamdgError(f"{path}: contains {count} NaN or infinite voxel(s); replace them (e.g. with the "
+                             "background intensity) before predicting")
 
 
 def load_fold(fold_dir: Path, checkpoint: str) -> tuple[torch.nn.Module, Plans, LabelSpec]:
@@ -194,6 +209,7 @@ class Predictor:
     def preprocess(self, image_paths: Sequence[str | Path]) -> tuple[np.ndarray, dict[str, Any]]:
         """Channel files of one case -> (data (C,S,H,W), properties), exactly as for training."""
         image, geometry = read_case([str(p) for p in image_paths])
+        _check_finite(image, image_paths)
         data, _, properties = preprocess_case(image, geometry, self.plans)
         return data, properties
 
@@ -225,7 +241,7 @@ class Predictor:
                 was = ", ".join(f"{k}={previous.get(k)}" for k in keys)
                 raise SamdgError(f"{output_dir}: holds predictions of another model or setting ({was}); use --overwrite "
                                  "to replace them or choose another -o")
-        output_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(output_dir)
         self.plans.save(output_dir / "plans.json")
         if self.dataset_json is not None:
             atomic_write_json(output_dir / "dataset.json", self.dataset_json)

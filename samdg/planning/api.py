@@ -14,9 +14,9 @@ from samdg.dataset.raw import RawDataset, load_raw_dataset
 from samdg.errors import SamdgError
 from samdg.paths import preprocessed_dataset_dir, raw_dataset_dir, resolve_dataset_name
 from samdg.planning.fingerprint import load_or_compute_fingerprint
-from samdg.planning.planner import plan_experiment, plan_summary
+from samdg.planning.planner import choose_variant, plan_experiment, plan_summary
 from samdg.planning.plans import PLANS_NAME, Plans
-from samdg.utils.files import atomic_write_json
+from samdg.utils.files import atomic_write_json, make_folder
 
 PLANS_FILE = f"{PLANS_NAME}.json"
 
@@ -40,6 +40,8 @@ def plan_and_preprocess(dataset: str | int, num_processes: int = 1, clean: bool 
                         log: Callable[[str], None] = print) -> Plans | None:
     """Run every stage for one dataset; returns the plans (None with ``verify_only``)."""
     name = resolve_dataset_name(dataset)
+    # A mistyped --variant or --checkpoint should not wait for the integrity check and the fingerprint.
+    choose_variant(variant, checkpoint, log=lambda *decision: None)
     raw = load_raw_dataset(raw_dataset_dir(name))
     check_integrity(raw)
     log(f"{name}: integrity check passed ({len(raw.training_cases)} training cases, "
@@ -47,7 +49,7 @@ def plan_and_preprocess(dataset: str | int, num_processes: int = 1, clean: bool 
     if verify_only:
         return None
     output = preprocessed_dataset_dir(name)
-    output.mkdir(parents=True, exist_ok=True)
+    make_folder(output)
     fingerprint = load_or_compute_fingerprint(raw, output, num_processes, clean, progress, log)
     plans = plan_experiment(fingerprint, raw.json, variant, checkpoint, gpu_memory_gb, overrides)
     atomic_write_json(output / "dataset.json", raw.json)

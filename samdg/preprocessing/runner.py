@@ -20,7 +20,7 @@ from samdg.imageio import read_case, read_label
 from samdg.planning.plans import Plans
 from samdg.preprocessing.parallel import run_parallel
 from samdg.preprocessing.pipeline import preprocess_case
-from samdg.utils.files import atomic_save_npy, atomic_write_json
+from samdg.utils.files import atomic_save_npy, atomic_write_json, make_folder
 
 
 def case_files(folder: Path, case_id: str) -> tuple[Path, Path, Path]:
@@ -70,7 +70,7 @@ def preprocess_dataset(raw: RawDataset, plans: Plans, output_folder: str | Path,
     folder = Path(output_folder) / plans.data_identifier
     if clean and folder.exists():
         shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     _remove_stale_temp_files(folder)
     plans_hash = plans.preprocessing_hash()
     cases = [raw.training_cases[k] for k in sorted(raw.training_cases)]

@@ -51,17 +51,48 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         torch.save(state, tmp)
 
 
+# What prediction and --c need from a checkpoint (the rest is checked where it is used).
+REQUIRED_KEYS = ("method", "method_settings", "labels", "variant", "input_size", "model_state")
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint's dict; a missing, empty, truncated or foreign file is a one-line SamdgError naming it."""
     path = Path(path)
     if not path.is_file():
         raise SamdgError(f"{path}: checkpoint not found")
+    if path.stat().st_size == 0:
+        raise SamdgError(f"{path}: checkpoint file is empty (0 bytes); retrain or copy it again")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a truncated or foreign file
-        raise SamdgError(f"{path}: not a readable samdg checkpoint ({error})") from None
+    except Exception:  # torch's many-line message (zip internals, weights_only advice) does not help here
+        raise SamdgError(f"{path}: not a readable samdg checkpoint: the file is truncated, damaged or was not "
+                         "written by samdg_train") from None
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise SamdgError(f"{path}: not a samdg checkpoint of format version {FORMAT_VERSION}")
+    missing = [key for key in REQUIRED_KEYS if key not in state]
+    if missing:
+        raise SamdgError(f"{path}: incomplete samdg checkpoint, it lacks {', '.join(missing)}")
     return state
+
+
+def load_model_state(module: torch.nn.Module, state: dict[str, Any], path: Path) -> None:
+    """``module.load_state_dict(state["model_state"])``; weights that do not fit the model are a SamdgError."""
+    weights = state["model_state"]
+    if not isinstance(weights, dict):
+        raise SamdgError(f"{path}: 'model_state' is not a dict of weights; the file is damaged")
+    try:
+        result = module.load_state_dict(weights, strict=False)
+    except RuntimeError as error:  # shapes that differ (torch lists every one, over many lines)
+        first = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), str(error))
+        raise SamdgError(f"{path}: the weights do not fit the {state['method']} model ({state['variant']}): "
+                         f"{first[:300]}") from None
+    problems = []
+    for what, keys in (("missing", result.missing_keys), ("unexpected", result.unexpected_keys)):
+        if keys:
+            problems.append(f"{len(keys)} {what} weight(s) (e.g. {keys[0]})")
+    if problems:
+        raise SamdgError(f"{path}: the weights do not fit the {state['method']} model ({state['variant']}): "
+                         f"{'; '.join(problems)}; the file is damaged or from another samdg version")
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -131,6 +162,6 @@ def load_trained_method(fold_dir: str | Path, checkpoint_name: str = "checkpoint
     label_spec = label_spec_of(state)
     method = build_untrained(state["method"], state["variant"], state["input_size"], state["method_settings"],
                              label_spec, pretrained=False)
-    method.load_state_dict(state["model_state"])
+    load_model_state(method, state, path)
     method.to(device).eval()
     return method, plans, label_spec

@@ -55,7 +55,7 @@ from samdg.training.validation import (
     slice_confusion,
     volume_dice,
 )
-from samdg.utils.files import atomic_write_json, load_json
+from samdg.utils.files import atomic_write_json, load_json, make_folder
 
 EMA_MOMENTUM = 0.9  # nnU-Net: ema = 0.9 * ema + 0.1 * current
 
@@ -319,7 +319,7 @@ class Trainer:
         if mismatches:
             raise SamdgError(f"{source}: cannot continue, the checkpoint differs in {', '.join(mismatches)} "
                              "from this run's plan and overrides (pass the same overrides, or train without --c)")
-        self.method.load_state_dict(state["model_state"])
+        ckpt.load_model_state(self.method, state, source)
         self.optimizer.load_state_dict(state["optimizer_state"])
         self.scheduler.load_state_dict(state["scheduler_state"])
         self.scaler.load_state_dict(state["scaler_state"])
@@ -344,7 +344,7 @@ class Trainer:
 
     def write_run_files(self) -> None:
         """plans.json (with overrides), dataset.json and training_args.json: the folder predicts on its own."""
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(self.output_dir)
         self.run.plans.save(self.output_dir / "plans.json")
         source = self.run.dataset_json_path
         if source is None:

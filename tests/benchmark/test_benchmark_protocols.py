@@ -73,3 +73,24 @@ def test_datasets_without_two_domains_are_refused(samdg_roots, capsys):
         benchmark.main(["-d", "954", "-m", "sam", "--protocol", "leave-one-domain-out"])
     assert exit_info.value.code == 2
     assert "no 'domains' map" in capsys.readouterr().err
+
+
+def test_mistakes_of_the_training_settings_are_found_before_anything_is_written(samdg_roots, capsys):
+    from samdg.planning.api import plan_and_preprocess
+
+    _synthetic(samdg_roots, "Dataset955_Checks", num_domains=2, cases_per_domain=1, test_cases_per_domain=0)
+    results = samdg_roots["results"] / "Dataset955_Checks"
+    for argv, message in (
+        (["-m", "sam"], "samdgPlans.json: not found; run samdg_plan_and_preprocess -d Dataset955_Checks first"),
+        (["-m", "unet"], "unknown method 'unet'"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            benchmark.main(["-d", "955", "--protocol", "single-source", *argv])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not results.exists()
+
+    plan_and_preprocess("955", variant="tiny_vit_test", preprocess=False, progress=False, log=lambda message: None)
+    with pytest.raises(SystemExit):  # checked even when every model would be reused (none is trained here)
+        benchmark.main(["-d", "955", "-m", "sam", "--protocol", "single-source", "--override", "training.foo=1"])
+    assert "--override training.foo: unknown key 'foo'" in capsys.readouterr().err
+    assert not results.exists()

@@ -60,6 +60,8 @@ def test_listing_problems_are_collected_not_raised(tmp_path):
         (lambda m: m.pop("labels"), "missing required key"),
         (lambda m: m.update(file_ending=".jpg"), "file_ending '.jpg' is not supported"),
         (lambda m: m.update(domains=["a"]), "'domains' must map"),
+        (lambda m: m.update(channel_names={"0": 5}), "channel_names must be a non-empty object of names"),
+        (lambda m: m.update(channel_names=["CT"]), "channel_names must be a non-empty object of names"),
     ],
 )
 def test_bad_dataset_json(tmp_path, change, message):
@@ -84,6 +86,8 @@ def test_prediction_folder_listing(tmp_path):
     assert sorted(cases) == ["case0", "case1"]
     with pytest.raises(SamdgError, match="lacks channel file"):
         list_image_folder(folder / "imagesTr", ".nii.gz", 3)
+    with pytest.raises(SamdgError, match="has channel file.* _0001 beyond the model's 1 channel"):
+        list_image_folder(folder / "imagesTr", ".nii.gz", 1)
 
 
 def test_nnunet_rgb_convention_is_one_file_per_case(tmp_path):

@@ -170,3 +170,25 @@ def test_missing_predictions_fail_unless_allowed(two_domain_folders, tmp_path):
                                allow_missing=True, progress=False)
     assert summary["skipped"]["missing_prediction"] == ["ct_2"]
     assert [c["case"] for c in summary["metric_per_case"]] == ["ct_1", "mr_1"]
+
+
+def test_listed_reference_files_evaluate_like_a_reference_folder(two_domain_folders, tmp_path):
+    """References named by dataset.json's 'dataset' map live anywhere, under any name (the benchmark passes them)."""
+    import shutil
+
+    reference_dir, prediction_dir, dataset_json = two_domain_folders
+    spec = LabelSpec.from_dataset_json(dataset_json["labels"])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    listed = {}
+    for index, path in enumerate(sorted(reference_dir.glob("*.nii.gz"))):
+        listed[path.name[: -len(".nii.gz")]] = shutil.copy(path, elsewhere / f"label_{index}.nii.gz")
+    from_folder = evaluate_folders(reference_dir, prediction_dir, spec, dataset_json["domains"], tmp_path / "a",
+                                   num_processes=1, progress=False)
+    from_list = evaluate_folders(listed, prediction_dir, spec, dataset_json["domains"], tmp_path / "b",
+                                 num_processes=1, file_ending=".nii.gz", progress=False)
+    assert from_list["foreground_mean"] == from_folder["foreground_mean"]
+    assert pd.read_csv(tmp_path / "b" / "per_case.csv")["case"].tolist() == \
+        pd.read_csv(tmp_path / "a" / "per_case.csv")["case"].tolist()
+    with pytest.raises(SamdgError, match="file ending"):
+        evaluate_folders(listed, prediction_dir, spec, None, tmp_path / "c", num_processes=1, progress=False)

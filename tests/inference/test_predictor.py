@@ -73,6 +73,40 @@ def test_an_unreadable_case_is_reported_and_the_others_finish(session_roots, tmp
     assert not [p.name for p in output.iterdir() if p.name.startswith(".")], "no temp file left behind"
 
 
+def test_nan_voxels_fail_their_case_instead_of_a_silently_shifted_prediction(session_roots, tmp_path, capsys):
+    inputs = tmp_path / "inputs"
+    shutil.copytree(session_roots.images_ts, inputs)
+    path = inputs / f"{CASES[1]}_0000.nii.gz"
+    image = nib.load(path)
+    data = np.asarray(image.dataobj).astype(np.float32)
+    data[2:4, 2:4, 1] = np.nan
+    damaged = nib.Nifti1Image(data, image.affine, image.header)
+    damaged.set_data_dtype(np.float32)
+    nib.save(damaged, path)
+    output = tmp_path / "predictions"
+    code, err = _run(["-i", str(inputs), "-o", str(output), "--model-dir", str(session_roots.model_dir),
+                      "--device", "cpu", "--disable-progress-bar"], capsys)
+    assert code == 1
+    assert f"{path}: contains 4 NaN or infinite voxel(s)" in err
+    assert (output / f"{CASES[0]}.nii.gz").is_file() and not (output / f"{CASES[1]}.nii.gz").exists()
+
+
+def test_an_input_or_output_folder_that_is_a_file_exits_2(session_roots, tmp_path, capsys):
+    output = tmp_path / "predictions"
+    output.write_text("not a folder")
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main(["-i", str(session_roots.images_ts), "-o", str(output), "--model-dir", str(session_roots.model_dir),
+                      "--device", "cpu", "--disable-progress-bar"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"samdg: error: -o {output}: is a file, not a folder" in err and "Traceback" not in err
+    assert output.read_text() == "not a folder"
+    image = session_roots.images_ts / f"{CASES[0]}_0000.nii.gz"
+    with pytest.raises(SystemExit):
+        predict.main(["-i", str(image), "-o", str(tmp_path / "out"), "--device", "cpu"])
+    assert f"-i {image}: is a file; give the folder" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def predictor(trained_synthetic):
     return Predictor.from_model_dir(trained_synthetic.fold_dir, device="cpu", progress=False)

@@ -78,8 +78,11 @@ def test_verify_only_on_a_clean_dataset(samdg_roots, capsys):
 ])
 def test_argument_errors_are_one_clear_line(samdg_roots, capsys, args, message):
     make_ct_dataset(samdg_roots["raw"], dataset_id=815, num_cases=1)
-    code, _, err = _run(capsys, "-d", "815", "--no_pbar", *args)
+    code, out, err = _run(capsys, "-d", "815", "--no_pbar", *args)
     assert code == 2 and message in err and "Traceback" not in err
+    if "--variant" in args:  # found before the integrity check and the fingerprint
+        assert "integrity check passed" not in out
+        assert not list(samdg_roots["preprocessed"].rglob("*.json"))
 
 
 def test_unknown_dataset_id(samdg_roots, capsys):
