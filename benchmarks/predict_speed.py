@@ -107,7 +107,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="JSON output (a .md table is written next to it)")
     parser.add_argument("--variants", default="litemedsam,vit_b", help="comma-separated variants (default litemedsam,vit_b)")
@@ -118,7 +118,7 @@ def main() -> int:
     parser.add_argument("--precision", default="auto", help="auto (bf16 on CUDA), fp32, bf16, fp16")
     parser.add_argument("--workdir", help="where the synthetic volumes go (default: a temporary folder)")
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny random variant, 2 small volumes: checks the script")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.smoke:
         args.variants, args.volumes, args.shape, args.device, args.batch_size = "tiny_vit_test", 2, "48x48x8", "cpu", 8
     shape = tuple(int(v) for v in args.shape.lower().split("x"))
