@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED=1
 for part in $parts; do
   case $part in
     backbones)
-      $PY benchmarks/backbone_speed.py --out "$out/backbone_speed.json" ;;
+      $PY benchmarks/backbone_speed.py --out "$out/backbone_speed.json" --compile ;;
     training)
       $PY benchmarks/train_speed.py --out "$out/train_speed.json"
       $PY benchmarks/train_speed.py --out "$out/train_speed_cached.json" --augmentation none --embedding-cache memory ;;
