@@ -1,10 +1,10 @@
 """Acquisition styles of the synthetic sites and the abdominal phantom they image.
 
-A case is one random anatomy (body outline, subcutaneous fat, spine, liver, two kidneys, spleen) defined in world
-millimetres. Each site samples it on its own voxel grid (spacing, field-of-view shape, origin, on-disk orientation)
-and renders intensities its own way (MR T1/T2/fat-suppressed contrast or CT Hounsfield units, gamma, bias field,
-Rician or Gaussian noise, partial-volume blur, stored scale and dtype). These are the differences that separate
-MRI sites, and CT from MR, in the domain-generalisation literature.
+A case is one random anatomy (body outline, subcutaneous fat, spine, liver, two kidneys in their perirenal fat,
+spleen) defined in world millimetres. Each site samples it on its own voxel grid (spacing, field-of-view shape,
+origin, on-disk orientation) and renders intensities its own way (MR T1/T2/fat-suppressed contrast or CT Hounsfield
+units, gamma, bias field, Rician or Gaussian noise, partial-volume blur, stored scale and dtype). These are the
+differences that separate MRI sites, and CT from MR, in the domain-generalisation literature.
 """
 
 from __future__ import annotations
@@ -30,6 +30,10 @@ TISSUE_INTENSITY = {
 }
 
 TISSUE_ORDER = ("air", "fat", "soft", "bone", "liver", "kidney", "spleen")
+
+# Perirenal fat around each kidney, as a fraction of the kidney's radii (about 2.5 to 3.5 mm at a 96 mm field of
+# view): in adults the fat is a few mm to over a centimetre thick against a kidney half-width of about 3 cm.
+KIDNEY_FAT_CAPSULE = 0.45
 
 
 @dataclass(frozen=True)
@@ -98,25 +102,29 @@ class _Organ:
     radii: np.ndarray  # mm
     angle: float  # rotation about S, radians
     lobes: np.ndarray  # (3,) amplitudes of the quadratic shape harmonics
+    fat_capsule: float = 0.0  # unlabelled fat shell around the organ, as a fraction of its radii (0: none)
 
 
 def _random_anatomy(rng: np.random.Generator, fov: np.ndarray) -> dict:
     """One subject: organ ellipsoids with random size/position/rotation/lobulation and a smooth warp field."""
     body_scale = rng.uniform(0.9, 1.08)
 
-    def organ(name, centre, radii, angle_deg):
+    def organ(name, centre, radii, angle_deg, fat_capsule=0.0):
         return _Organ(
             name,
             (np.asarray(centre) + rng.uniform(-0.03, 0.03, 3)) * fov * body_scale,
             np.asarray(radii) * rng.uniform(0.88, 1.12, 3) * fov * body_scale,
             np.deg2rad(angle_deg + rng.uniform(-15, 15)),
             rng.uniform(-0.15, 0.15, 3),
+            fat_capsule,
         )
 
+    # The kidneys lie in perirenal fat (inside Gerota's fascia): on T1 their signal is close to muscle's, and it is
+    # the fat around them that makes them visible (on CT too); on T2 the bright fat blurs their outline instead.
     organs = [
         organ("liver", (0.17, 0.03, 0.12), (0.19, 0.17, 0.30), 10),
-        organ("kidney", (0.17, -0.15, -0.08), (0.055, 0.075, 0.17), 20),
-        organ("kidney", (-0.17, -0.15, -0.06), (0.055, 0.075, 0.17), -20),
+        organ("kidney", (0.17, -0.15, -0.08), (0.055, 0.075, 0.17), 20, KIDNEY_FAT_CAPSULE),
+        organ("kidney", (-0.17, -0.15, -0.06), (0.055, 0.075, 0.17), -20, KIDNEY_FAT_CAPSULE),
         organ("spleen", (-0.21, -0.05, 0.15), (0.07, 0.11, 0.20), -25),
     ]
     warp = [(rng.normal(0, 1, 3) * 2 * np.pi / (0.9 * fov.max()), rng.uniform(0, 2 * np.pi), rng.uniform(1.0, 3.0) * rng.choice([-1, 1], 3))
@@ -146,10 +154,11 @@ def _world_points(shape, affine, anatomy) -> list[np.ndarray]:
     return points
 
 
-def _inside(organ: _Organ, x, y, z) -> np.ndarray:
+def _inside(organ: _Organ, x, y, z, scale: float = 1.0) -> np.ndarray:
+    """Voxels inside the organ's lobulated ellipsoid, grown by ``scale`` about its centre."""
     c, s = float(np.cos(organ.angle)), float(np.sin(organ.angle))
     cx, cy, cz = (float(v) for v in organ.centre)
-    rx, ry, rz = (float(v) for v in organ.radii)
+    rx, ry, rz = (float(v) * scale for v in organ.radii)
     l0, l1, l2 = (float(v) for v in organ.lobes)
     dx, dy, dz = x - cx, y - cy, z - cz
     u = (c * dx + s * dy) / rx
@@ -171,6 +180,10 @@ def render_tissues(shape, affine, anatomy) -> tuple[np.ndarray, np.ndarray]:
     tissue[(x - float(cx)) ** 2 + (y - float(cy)) ** 2 < float(radius) ** 2] = TISSUE_ORDER.index("bone")
     label = np.zeros(shape, dtype=np.uint8)
     for organ in anatomy["organs"]:
+        if organ.fat_capsule > 0:  # drawn first, so it also separates the organ from a neighbour drawn before it
+            capsule = _inside(organ, x, y, z, 1.0 + organ.fat_capsule) & (body < 1.0)
+            tissue[capsule] = TISSUE_ORDER.index("fat")
+            label[capsule] = 0
         inside = _inside(organ, x, y, z) & (body < 1.0)
         tissue[inside] = TISSUE_ORDER.index(organ.label_or_tissue)
         label[inside] = LABELS[organ.label_or_tissue]

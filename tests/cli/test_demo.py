@@ -1,5 +1,7 @@
 """The README's main command, wired end to end (tiny random variant instead of LiteMedSAM, a few iterations)."""
 
+import json
+
 import pandas as pd
 
 from samdg.cli.demo import main
@@ -17,6 +19,11 @@ def test_demo_runs_the_whole_story_and_a_rerun_reuses_it(samdg_roots, capsys):
     assert set(per_domain["label"]) == {"liver", "kidney", "spleen"}
     written = sorted(p.name for p in predictions.glob("*.nii.gz"))
     assert written == ["synth_siteA_003.nii.gz", "synth_siteB_003.nii.gz", "synth_siteC_003.nii.gz"]
+    # On the CPU the demo trains with the plan's CPU batch (more, smaller steps in the same time).
+    fold = samdg_roots["results"] / "Dataset901_Synthetic" / "sam__samdgPlans__2d" / "fold_all__src-siteA"
+    plans = json.loads((fold / "plans.json").read_text())
+    training_args = json.loads((fold / "training_args.json").read_text())
+    assert training_args["global_batch_size"] == plans["training"]["batch_size_cpu"]
 
     assert main(argv) == 0  # everything is reused: dataset, preprocessing, model, predictions
     assert "reusing" in capsys.readouterr().out

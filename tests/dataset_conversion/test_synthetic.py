@@ -6,7 +6,7 @@ import pytest
 from scipy import ndimage
 
 from dataset_conversion.synthetic import main, make_synthetic_dataset
-from dataset_conversion.synthetic_domains import SITES, TISSUE_ORDER, render_intensities
+from dataset_conversion.synthetic_domains import SITES, TISSUE_ORDER, field_of_view, render_case, render_intensities
 from samdg.dataset.integrity import verify_dataset
 from samdg.dataset.raw import load_raw_dataset
 from samdg.imageio import read_case, read_label
@@ -89,6 +89,20 @@ def test_sites_differ_in_contrast_and_value_range_as_designed(synthetic):
     assert stats["siteC"]["liver"] < stats["siteC"]["kidney"]
     # Stored value ranges differ by orders of magnitude (int16 ~1e3, uint16 ~4e3, float ~1).
     assert stats["siteC"]["max"] < 2 < 500 < stats["siteA"]["max"] < 1500 < stats["siteB"]["max"]
+
+
+def test_kidneys_lie_in_perirenal_fat_that_makes_them_visible_on_t1():
+    """On T1 a kidney is about as dark as muscle: the fat around it is what sets it apart (as in real scans)."""
+    image, label, _ = render_case(SITES[0], field_of_view((96, 96, 8)), np.random.default_rng([0, 0, 0]))
+    kidney = label == 2
+    in_plane = np.zeros((3, 3, 3), bool)
+    in_plane[:, :, 1] = ndimage.generate_binary_structure(2, 1)
+    rim = ndimage.binary_dilation(kidney, in_plane, iterations=2) & ~kidney & (label == 0)
+    assert kidney.sum() > 50 and rim.sum() > 50
+    kidney_mean, rim_mean = image[kidney].mean(), image[rim].mean()
+    # T1 (x1000): kidney 380, fat 920, muscle 420. The 2-voxel rim is fat with some partial volume (~1.6x the
+    # kidney); without the fat it would be muscle (~1.1x).
+    assert rim_mean > 1.35 * kidney_mean, (kidney_mean, rim_mean)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
