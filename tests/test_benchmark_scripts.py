@@ -69,6 +69,7 @@ def test_backbone_cost_model_accounts_for_checkpointing_and_the_stock_attention_
 
 @pytest.mark.parametrize("script_name, arguments, figure", [
     ("train_speed", [], "slices_per_second"),
+    ("train_speed", ["--augmentation", "none", "--embedding-cache", "memory"], "slices_per_second"),
     ("method_step_speed", ["--method", "desam"], "steps_per_second"),
     ("method_step_speed", ["--method", "dapsam"], "steps_per_second"),
 ])
