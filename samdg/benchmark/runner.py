@@ -132,15 +132,11 @@ def predict_and_evaluate(settings: BenchmarkSettings, raw: RawDataset, plan: Mod
 def check_training_settings(settings: BenchmarkSettings, dataset_name: str) -> None:
     """Mistakes training would find only after the output folder exists, or never when every model is reused:
     an unknown method, a dataset not planned yet, an override with a bad key or value."""
-    from samdg.models.methods import get_method, resolve_settings
-    from samdg.planning.api import load_plans
-    from samdg.planning.plans import apply_overrides
+    from samdg.models.methods import get_method
+    from samdg.training.config import plans_for_method
 
     get_method(settings.method)
-    plans = load_plans(dataset_name)
-    if settings.overrides:
-        plans.methods[settings.method] = resolve_settings(settings.method, plans.methods.get(settings.method))
-        apply_overrides(plans, settings.overrides)
+    plans_for_method(dataset_name, settings.method, settings.overrides)
 
 
 def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = print) -> dict[str, Any]:

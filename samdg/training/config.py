@@ -92,6 +92,17 @@ def _apply_method_input_size(plans: Plans, method_settings: dict[str, Any], meth
         plans.sam.input_size = size
 
 
+def plans_for_method(dataset_name: str, method: str, overrides: dict[str, Any]) -> Plans:
+    """The dataset's saved plans, ``method``'s block completed with the defaults of settings added since planning,
+    then the overrides applied (a bad key or value is a SamdgError)."""
+    from samdg.models.methods import resolve_settings
+    from samdg.planning.api import load_plans
+
+    plans = load_plans(dataset_name)
+    plans.methods[method] = resolve_settings(method, plans.methods.get(method))
+    return apply_overrides(plans, overrides) if overrides else plans
+
+
 def resolve_run(args: TrainingArgs, device_type: str, world_size: int = 1) -> TrainingRun:
     """Check the arguments against what exists on disk and gather everything the trainer needs."""
     from samdg.models.methods import get_method, resolve_settings
@@ -109,14 +120,7 @@ def resolve_run(args: TrainingArgs, device_type: str, world_size: int = 1) -> Tr
     dataset_name = resolve_dataset_name(args.dataset)
     preprocessed_dir = preprocessed_dataset_dir(dataset_name)
     plans_path = preprocessed_dir / f"{PLANS_NAME}.json"
-    if not plans_path.is_file():
-        raise SamdgError(f"{plans_path}: dataset {dataset_name} is not planned/preprocessed; run "
-                         f"samdg_plan_and_preprocess -d {dataset_name} first")
-    plans = Plans.load(plans_path)
-    # The method block of the plan, completed with defaults of settings added since planning.
-    plans.methods[args.method] = resolve_settings(args.method, plans.methods.get(args.method))
-    if args.overrides:
-        plans = apply_overrides(plans, args.overrides)
+    plans = plans_for_method(dataset_name, args.method, args.overrides)
     method_settings = resolve_settings(args.method, plans.methods[args.method])
     label_spec = LabelSpec.from_dataset_json(plans.labels, plans.regions_class_order, str(plans_path))
 
