@@ -1,8 +1,9 @@
 """Outputs of the methods for fixed weights and inputs, to prove that a refactoring changes no result.
 
 Weights are set from each tensor's *name* (a generator seeded by the name's CRC32), so they do not depend on the
-order in which modules are created: a refactoring that keeps the state_dict keys (the checkpoint format) gets the
-same weights. ``python tests/models/reference_outputs.py`` (re)records ``data/method_outputs.pt``; only do that
+order in which modules are created. The record keeps the state_dict keys of the time it was made; the test builds
+that state (old keys) and loads it with ``load_state_dict``, so a refactoring that renames keys must also migrate
+them, and checkpoints written by an earlier samdg keep loading. ``python tests/models/reference_outputs.py`` (re)records ``data/method_outputs.pt``; only do that
 when a change of outputs is intended, and say so in the commit.
 """
 
@@ -28,18 +29,18 @@ CASES = [
 ]
 
 
-def deterministic_init(module: torch.nn.Module) -> None:
-    """Every floating tensor of the state_dict from a generator seeded by its name (variances kept positive)."""
-    with torch.no_grad():
-        for name, tensor in module.state_dict().items():
-            if not tensor.is_floating_point():
-                continue
-            generator = torch.Generator().manual_seed(zlib.crc32(name.encode()))
-            values = torch.rand(tensor.shape, generator=generator)
-            if name.endswith("running_var"):
-                tensor.copy_(0.5 + values)
-            else:
-                tensor.copy_((values - 0.5) * 0.2)
+def named_state(reference: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state_dict with ``reference``'s keys, shapes and dtypes: every floating tensor from a generator seeded by
+    its name (variances kept positive), other tensors (counters) copied."""
+    state = {}
+    for name, tensor in reference.items():
+        if not tensor.is_floating_point():
+            state[name] = tensor.clone()
+            continue
+        generator = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+        values = torch.rand(tensor.shape, generator=generator)
+        state[name] = (0.5 + values if name.endswith("running_var") else (values - 0.5) * 0.2).to(tensor.dtype)
+    return state
 
 
 def reference_batch(size: int, batch: int = 2) -> dict:
@@ -51,8 +52,13 @@ def reference_batch(size: int, batch: int = 2) -> dict:
             "domain": ["a"] * batch}
 
 
-def run_case(method_name: str, variant: str, settings: dict) -> dict[str, torch.Tensor]:
-    """Training-mode forward + loss and automatic prediction of one configuration, on CPU in fp32."""
+def run_case(method_name: str, variant: str, settings: dict,
+             keys: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Training-mode forward + loss and automatic prediction of one configuration, on CPU in fp32.
+
+    ``keys``: the recorded state_dict skeleton (meta tensors) whose named weights are loaded; None = the method's
+    own current keys (when recording).
+    """
     from samdg.labels import LabelSpec
     from samdg.models.backbones import build_sam
     from samdg.models.methods import build_method
@@ -60,7 +66,9 @@ def run_case(method_name: str, variant: str, settings: dict) -> dict[str, torch.
     spec = LabelSpec.from_dataset_json({"background": 0, "organ": 1, "lesion": 2})
     torch.manual_seed(0)
     method = build_method(method_name, build_sam(variant, pretrained=False), settings, spec)
-    deterministic_init(method)
+    skeleton = keys if keys is not None else {k: v.to("meta") if v.is_floating_point() else v
+                                              for k, v in method.state_dict().items()}
+    method.load_state_dict(named_state(skeleton))
     batch = reference_batch(method.image_encoder.config.input_size)
     torch.manual_seed(1)  # in-method randomness (DeSAM's training points)
     method.train()
@@ -69,7 +77,8 @@ def run_case(method_name: str, variant: str, settings: dict) -> dict[str, torch.
     method.eval()
     with torch.no_grad():
         predicted = method.predict(batch["image"])
-    return {"train_logits": outputs["logits"].detach(), "loss": loss.detach(), "predict": predicted}
+    return {"train_logits": outputs["logits"].detach(), "loss": loss.detach(), "predict": predicted,
+            "keys": skeleton}
 
 
 def record() -> dict:
