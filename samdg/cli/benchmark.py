@@ -11,14 +11,8 @@ import argparse
 import sys
 from typing import Sequence
 
-from samdg.cli.common import entry_point
+from samdg.cli.common import entry_point, parse_overrides
 from samdg.errors import SamdgError
-
-
-def _parse_override(text: str) -> tuple[str, object]:
-    from samdg.cli.train import parse_override
-
-    return parse_override(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = BenchmarkSettings(
         dataset=args.dataset, method=args.method, protocol=args.protocol, sources=args.sources, epochs=args.epochs,
         iters_per_epoch=args.iters_per_epoch, device=args.device, embedding_cache=args.embedding_cache,
-        overrides=dict(_parse_override(text) for text in args.override), predict_batch_size=args.batch_size,
+        overrides=parse_overrides(args.override), predict_batch_size=args.batch_size,
         mirroring=args.tta, output_dir=args.output, num_processes=args.num_processes,
         progress=not args.disable_progress_bar,
     )
