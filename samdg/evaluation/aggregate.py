@@ -7,7 +7,6 @@ The schema of summary.json is described in documentation/evaluation.md.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Iterable
 
 import numpy as np
@@ -15,6 +14,7 @@ import pandas as pd
 
 from samdg.evaluation.metrics import METRIC_NAMES
 from samdg.labels import LabelSpec
+from samdg.utils.nan import nan_mean, nan_to_none
 
 PER_CASE_COLUMNS = (
     "case", "domain", "label", "dice", "iou", "hd95_mm", "assd_mm", "n_ref", "n_pred", "tp", "fp", "fn", "tn",
@@ -56,7 +56,7 @@ def group_statistics(per_case: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         row["n_cases"] = len(group)
         for metric in METRIC_NAMES:
             values = group[metric].to_numpy(dtype=float)
-            row[f"{metric}_mean"] = _nanmean(values)
+            row[f"{metric}_mean"] = nan_mean(values)
             row[f"{metric}_std"] = _nanstd(values)
         row.update(_empty_counts(group))
         rows.append(row)
@@ -76,7 +76,7 @@ def build_summary(per_case: pd.DataFrame, case_results: list[dict], spec: LabelS
     pooled = _block(per_case, keys)
     groups = sorted(per_case.groupby("domain"), key=lambda item: item[0])
     per_domain = {domain: _block(group, keys) for domain, group in groups}
-    domain_mean = {key: {SUMMARY_NAMES[m]: _nanmean([d["mean"][key][SUMMARY_NAMES[m]] for d in per_domain.values()])
+    domain_mean = {key: {SUMMARY_NAMES[m]: nan_mean([d["mean"][key][SUMMARY_NAMES[m]] for d in per_domain.values()])
                          for m in METRIC_NAMES} for key in keys.values()}
     by_file = {r["case"]: r for r in case_results}
     domain_of = dict(zip(per_case["case"], per_case["domain"]))
@@ -99,7 +99,7 @@ def build_summary(per_case: pd.DataFrame, case_results: list[dict], spec: LabelS
         **extra,
         "metric_per_case": metric_per_case,
     }
-    return _nan_to_none(summary)
+    return nan_to_none(summary)
 
 
 def _block(per_case: pd.DataFrame, keys: dict[str, str]) -> dict[str, Any]:
@@ -107,7 +107,7 @@ def _block(per_case: pd.DataFrame, keys: dict[str, str]) -> dict[str, Any]:
     mean, std, counts = {}, {}, {}
     for name, key in keys.items():
         rows = per_case[per_case["label"] == name]
-        mean[key] = {SUMMARY_NAMES[c]: _nanmean(rows[c].to_numpy(dtype=float)) for c in PER_CASE_COLUMNS[3:]}
+        mean[key] = {SUMMARY_NAMES[c]: nan_mean(rows[c].to_numpy(dtype=float)) for c in PER_CASE_COLUMNS[3:]}
         std[key] = {SUMMARY_NAMES[m]: _nanstd(rows[m].to_numpy(dtype=float)) for m in METRIC_NAMES}
         counts[key] = {"n_cases": len(rows), **_empty_counts(rows)}
     return {"foreground_mean": _foreground_mean(mean), "mean": mean, "std": std, "counts": counts}
@@ -116,7 +116,7 @@ def _block(per_case: pd.DataFrame, keys: dict[str, str]) -> dict[str, Any]:
 def _foreground_mean(mean: dict[str, dict[str, float]]) -> dict[str, float]:
     """Mean over labels of the per-label means, skipping labels whose mean is NaN (unlike nnU-Net's np.mean)."""
     names = [SUMMARY_NAMES[m] for m in METRIC_NAMES]
-    return {name: _nanmean([per_label[name] for per_label in mean.values()]) for name in names}
+    return {name: nan_mean([per_label[name] for per_label in mean.values()]) for name in names}
 
 
 def _empty_counts(rows: pd.DataFrame) -> dict[str, int]:
@@ -130,25 +130,7 @@ def _empty_counts(rows: pd.DataFrame) -> dict[str, int]:
     }
 
 
-def _nanmean(values) -> float:
-    values = np.asarray(values, dtype=float)
-    values = values[~np.isnan(values)]
-    return float(values.mean()) if values.size else float("nan")
-
-
 def _nanstd(values) -> float:
     values = np.asarray(values, dtype=float)
     values = values[~np.isnan(values)]
     return float(values.std(ddof=1)) if values.size > 1 else float("nan")
-
-
-def _nan_to_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_nan_to_none(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return None if math.isnan(value) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value

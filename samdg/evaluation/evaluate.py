@@ -6,13 +6,10 @@ The metric conventions (whole volumes, surfaces, HD95/ASSD, empty masks) are in 
 
 from __future__ import annotations
 
-import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from samdg.dataset.raw import DEFAULT_DOMAIN
 from samdg.errors import SamdgError
@@ -21,6 +18,7 @@ from samdg.evaluation.inputs import check_folders, detect_file_ending, pair_file
 from samdg.evaluation.metrics import compute_metrics
 from samdg.labels import LabelSpec
 from samdg.utils.files import atomic_path, atomic_write_json
+from samdg.utils.pool import run_parallel
 
 PER_CASE_FILE, PER_DOMAIN_FILE, SUMMARY_FILE = "per_case.csv", "per_domain.csv", "summary.json"
 
@@ -155,11 +153,12 @@ def evaluate_folders(reference_dir: str | Path | dict[str, Path], prediction_dir
                          f"(ending {file_ending})")
 
     if label_spec is None:
-        files = [(path,) for _, ref, pred in pairing.pairs for path in (ref, pred)]
-        found = _run_parallel(present_labels, files, num_processes, progress, "reading labels")
+        files = [path for _, ref, pred in pairing.pairs for path in (ref, pred)]
+        found = run_parallel(present_labels, files, num_processes, progress, "reading labels")
         label_spec = spec_from_values({v for values in found for v in values})
     tasks = [(ref, pred, label_spec, case) for case, ref, pred in pairing.pairs]
-    case_results = _run_parallel(evaluate_case, tasks, num_processes, progress, "evaluating")
+    case_results = list(run_parallel(_evaluate_job, tasks, num_processes, progress, "evaluating",
+                                     names=[case for case, _, _ in pairing.pairs], ordered=True))
 
     domains = domains or {}
     per_case = aggregate.per_case_frame(case_results, label_spec, domains, DEFAULT_DOMAIN)
@@ -186,26 +185,5 @@ def write_outputs(output_dir: Path, per_case, per_domain, summary: dict) -> None
     atomic_write_json(output_dir / SUMMARY_FILE, summary)
 
 
-def _run_parallel(function: Callable, argument_tuples: list[tuple], num_processes: int, progress: bool,
-                  what: str) -> list:
-    """``function(*args)`` for each tuple, in a process pool when ``num_processes`` > 1; results in input order."""
-    bar = tqdm(total=len(argument_tuples), desc=what, disable=not progress, file=sys.stderr, leave=False)
-    results: list = [None] * len(argument_tuples)
-    try:
-        if num_processes == 1 or len(argument_tuples) == 1:
-            for index, args in enumerate(argument_tuples):
-                results[index] = function(*args)
-                bar.update()
-            return results
-        with ProcessPoolExecutor(max_workers=min(num_processes, len(argument_tuples))) as pool:
-            futures = {pool.submit(function, *args): index for index, args in enumerate(argument_tuples)}
-            try:
-                for future in as_completed(futures):
-                    results[futures[future]] = future.result()
-                    bar.update()
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-        return results
-    finally:
-        bar.close()
+def _evaluate_job(job: tuple[Path, Path, LabelSpec, str]) -> dict[str, Any]:
+    return evaluate_case(*job)
