@@ -18,6 +18,9 @@ import torch
 from samdg.errors import SamdgError
 
 
+MAX_LABEL_VALUE = 32767  # preprocessed label maps are int16 (``{case}_seg.npy``), and so are predictions
+
+
 @dataclass(frozen=True)
 class LabelSpec:
     """The K foreground classes of a dataset.
@@ -49,20 +52,29 @@ class LabelSpec:
             raise SamdgError(f"{source}: 'labels' must be a non-empty object mapping names to integers")
         names, classes, values = [], [], {0}
         ignore = None
+        if labels.get("background") != 0:
+            # nnU-Net's rule; a class called "background" would otherwise be trained and the one at 0 dropped
+            found = f", got {labels['background']!r}" if "background" in labels else ""
+            raise SamdgError(f"{source}: 'labels' must declare \"background\": 0{found}")
         for name, value in labels.items():
             members = tuple(value) if isinstance(value, (list, tuple)) else (value,)
-            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in members):
+            if not members or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in members):
                 raise SamdgError(f"{source}: label '{name}' must be a non-negative integer or a list of them, got {value!r}")
+            too_large = [v for v in members if v > MAX_LABEL_VALUE]
+            if too_large:
+                raise SamdgError(f"{source}: label '{name}' has the value {too_large[0]}; label values must be at most "
+                                 f"{MAX_LABEL_VALUE} (labels are stored as 16-bit integers)")
             values.update(members)
+            if name == "background":
+                continue
+            if 0 in members:
+                raise SamdgError(f"{source}: label '{name}' includes 0, the background's value; only "
+                                 "\"background\" may be 0")
             if name == "ignore":
                 ignore = members[0]
                 continue
-            if members == (0,):
-                continue  # background
             names.append(name)
-            classes.append(tuple(v for v in members if v != 0))
-        if 0 not in [v for m in labels.values() for v in (m if isinstance(m, (list, tuple)) else [m])]:
-            raise SamdgError(f"{source}: 'labels' must declare background as 0")
+            classes.append(members)
         if ignore is not None and ignore != max(values):
             raise SamdgError(f"{source}: the 'ignore' label must have the highest value")
         if not classes:
@@ -75,7 +87,14 @@ class LabelSpec:
                     or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in regions_class_order)):
                 raise SamdgError(f"{source}: 'regions_class_order' must be a list of integers, got {regions_class_order!r}")
             if len(regions_class_order) != len(classes):
-                raise SamdgError(f"{source}: 'regions_class_order' needs one entry per region ({len(classes)})")
+                raise SamdgError(f"{source}: 'regions_class_order' needs one entry per region ({len(classes)}), "
+                                 f"got {len(regions_class_order)}: {list(regions_class_order)}")
+            foreground = sorted({v for members in classes for v in members})
+            wrong = [int(v) for v in regions_class_order if v not in foreground]
+            if wrong:
+                raise SamdgError(f"{source}: 'regions_class_order' holds {wrong[0]}, which is not a foreground value of "
+                                 f"the declared regions ({', '.join(map(str, foreground))}); each entry is the value "
+                                 "painted for its region")
             order = tuple(int(v) for v in regions_class_order)
         else:
             # Two plain labels with one value would train two identical classes; it is a typo in dataset.json.

@@ -71,3 +71,34 @@ def test_regions_class_order_must_hold_integers():
     for order in (["a", "b"], "12", [1, None]):
         with pytest.raises(SamdgError, match="'regions_class_order' must be a list of integers"):
             LabelSpec.from_dataset_json(labels, order)
+
+
+@pytest.mark.parametrize("labels, message", [
+    ({"background": 1, "liver": 0, "kidney": 2}, "'labels' must declare \"background\": 0, got 1"),
+    ({"bg": 0, "liver": 1}, "'labels' must declare \"background\": 0"),
+    ({"background": 0, "unlabelled": 0, "liver": 1}, "label 'unlabelled' includes 0, the background's value"),
+    ({"background": 0, "everything": [0, 1], "core": 1}, "label 'everything' includes 0, the background's value"),
+])
+def test_background_is_the_label_named_background_with_value_0(labels, message):
+    with pytest.raises(SamdgError) as error:
+        LabelSpec.from_dataset_json(labels, [1, 1], source="/data/dataset.json")
+    assert str(error.value).startswith("/data/dataset.json: ") and message in str(error.value)
+
+
+def test_label_values_must_fit_the_int16_label_maps():
+    LabelSpec.from_dataset_json({"background": 0, "big": 32767})
+    with pytest.raises(SamdgError, match="^/data/dataset.json: label 'big' has the value 40000; label values must be at "
+                                         "most 32767"):
+        LabelSpec.from_dataset_json({"background": 0, "big": 40000}, source="/data/dataset.json")
+
+
+@pytest.mark.parametrize("order, message", [
+    ([1, 2, 7], "'regions_class_order' holds 7, which is not a foreground value of the declared regions (1, 2, 3)"),
+    ([1, 2, 0], "'regions_class_order' holds 0, which is not a foreground value"),
+    ([1, 2], "'regions_class_order' needs one entry per region (3), got 2: [1, 2]"),
+])
+def test_regions_class_order_must_paint_declared_foreground_values(order, message):
+    labels = {"background": 0, "whole": [1, 2, 3], "core": [2, 3], "enhancing": 3}
+    with pytest.raises(SamdgError) as error:
+        LabelSpec.from_dataset_json(labels, order, source="/data/dataset.json")
+    assert str(error.value).startswith("/data/dataset.json: ") and message in str(error.value)

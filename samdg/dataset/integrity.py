@@ -5,7 +5,9 @@ map) and records listing problems (misnamed or unmatched files, missing channels
 training cases and imagesTs, cases missing from the ``domains`` map). Only ``Case`` paths are read here. This module
 adds what needs the voxels: unreadable, empty or 4D files, NaN/inf intensities, label values that dataset.json
 does not declare, and channels or labels whose grid (shape, spacing, origin, direction) differs from the case's
-first channel. Every image is read in full, in a thread pool (decompression and numpy release the GIL).
+first channel, image files whose channel count (grey or RGB) differs from the rest of the dataset, and blank
+(constant) images whose label holds foreground. Every image is read in full, in a thread pool (decompression and
+numpy release the GIL).
 """
 
 from __future__ import annotations
@@ -62,8 +64,15 @@ def grid_differences(geometry: Geometry, reference: Geometry) -> list[str]:
     return differences
 
 
-def _check_image(path: str, errors: list[str]) -> Geometry | None:
-    """Read one channel file fully; report read failures and non-finite voxels. -> its Geometry or None."""
+@dataclass
+class _ImageFacts:
+    geometry: Geometry
+    num_channels: int  # 3 for an RGB 2D file, else 1
+    constant: bool  # every voxel has the same intensity
+
+
+def _check_image(path: str, errors: list[str]) -> _ImageFacts | None:
+    """Read one channel file fully; report read failures and non-finite voxels."""
     try:
         array, geometry = read_image(path)
     except SamdgError as error:
@@ -77,10 +86,12 @@ def _check_image(path: str, errors: list[str]) -> Geometry | None:
         n_nan = int(np.isnan(array).sum())
         n_inf = int(array.size - finite.sum()) - n_nan
         errors.append(f"{path}: contains {n_nan} NaN and {n_inf} infinite voxel(s)")
-    return geometry
+        return _ImageFacts(geometry, int(array.shape[0]), constant=False)
+    return _ImageFacts(geometry, int(array.shape[0]), constant=bool(array.min() == array.max()))
 
 
-def _check_label(path: str, declared: set[int], errors: list[str]) -> Geometry | None:
+def _check_label(path: str, declared: set[int], background_values: set[int], errors: list[str]) -> tuple[Geometry, bool] | None:
+    """-> (Geometry, whether the label holds foreground: a value other than background and ignore) or None."""
     try:
         label, geometry = read_label(path)
     except SamdgError as error:
@@ -89,38 +100,73 @@ def _check_label(path: str, declared: set[int], errors: list[str]) -> Geometry |
     except Exception as error:
         errors.append(f"{path}: cannot be read ({type(error).__name__}: {error})")
         return None
-    undeclared = sorted(set(np.unique(label).tolist()) - declared)
+    present = set(np.unique(label).tolist())
+    undeclared = sorted(present - declared)
     if undeclared:
         errors.append(
             f"{path}: label value(s) {', '.join(map(str, undeclared))} not declared in dataset.json 'labels' "
             f"(declared: {', '.join(map(str, sorted(declared)))})"
         )
-    return geometry
+    return geometry, bool(present - background_values)
 
 
-def check_case(case: Case, declared_labels: set[int]) -> list[str]:
+@dataclass
+class _CaseFindings:
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    channels_per_file: dict[str, int] = field(default_factory=dict)
+
+
+def _inspect_case(case: Case, declared_labels: set[int], background_values: set[int]) -> _CaseFindings:
     """All content problems of one case (channels and label), each naming the file."""
-    errors: list[str] = []
+    findings = _CaseFindings()
+    errors = findings.errors
     reference_path, reference = None, None
+    constant_files, readable_files = [], 0
     for path in case.image_paths:
         if not Path(path).is_file():
             continue  # the listing already reported the missing channel
-        geometry = _check_image(path, errors)
-        if geometry is None:
+        facts = _check_image(path, errors)
+        if facts is None:
             continue
+        readable_files += 1
+        findings.channels_per_file[path] = facts.num_channels
+        if facts.constant:
+            constant_files.append(path)
         if reference is None:
-            reference_path, reference = path, geometry
+            reference_path, reference = path, facts.geometry
             continue
-        differences = grid_differences(geometry, reference)
+        differences = grid_differences(facts.geometry, reference)
         if differences:
             errors.append(f"{path}: grid differs from channel file {reference_path}: {'; '.join(differences)}")
     if case.label_path and Path(case.label_path).is_file():
-        geometry = _check_label(case.label_path, declared_labels, errors)
-        if geometry is not None and reference is not None:
-            differences = grid_differences(geometry, reference)
-            if differences:
-                errors.append(f"{case.label_path}: label grid differs from image {reference_path}: {'; '.join(differences)}")
-    return errors
+        checked = _check_label(case.label_path, declared_labels, background_values, errors)
+        if checked is not None:
+            geometry, has_foreground = checked
+            if reference is not None:
+                differences = grid_differences(geometry, reference)
+                if differences:
+                    errors.append(f"{case.label_path}: label grid differs from image {reference_path}: {'; '.join(differences)}")
+            if has_foreground and constant_files:
+                # Nothing in a blank image shows where the labelled structures are: almost always a failed export.
+                # One blank channel among informative ones may be a deliberately zero-filled missing sequence.
+                problems = errors if len(constant_files) == readable_files else findings.warnings
+                for path in constant_files:
+                    problems.append(f"{path}: image has one constant intensity everywhere, but its label "
+                                    f"{case.label_path} holds foreground")
+    return findings
+
+
+def _mixed_channel_counts(findings: list[_CaseFindings]) -> list[str]:
+    """Image files whose channel count (grey 1, RGB 3) differs from that of most of the dataset's image files."""
+    counts = [n for f in findings for n in f.channels_per_file.values()]
+    if len(set(counts)) <= 1:
+        return []
+    usual = max(sorted(set(counts)), key=counts.count)
+    kind = {1: "grey (1 channel)", 3: "RGB (3 channels)"}
+    return [f"{path}: is {kind.get(n, f'{n}-channel')} while the dataset's other images are {kind.get(usual, f'{usual}-channel')}; "
+            "convert it so that every image has the same channels"
+            for f in findings for path, n in f.channels_per_file.items() if n != usual]
 
 
 def _domain_map_problems(raw: RawDataset, report: IntegrityReport) -> None:
@@ -143,16 +189,20 @@ def integrity_report(raw: RawDataset, num_workers: int | None = None) -> Integri
     """Check every file of ``raw``; listing problems come first, then per-case content problems in case order."""
     report = IntegrityReport(errors=list(raw.problems))
     _domain_map_problems(raw, report)
-    declared = set(raw.labels.label_values)
+    spec = raw.labels
+    declared = set(spec.label_values)
+    background = {0} if spec.ignore_label is None else {0, spec.ignore_label}
     cases = [*raw.training_cases.values(), *raw.test_cases.values()]
     workers = num_workers or min(4, os.cpu_count() or 1)
     if workers > 1 and len(cases) > 1:
         with ThreadPoolExecutor(workers) as pool:
-            per_case = list(pool.map(lambda case: check_case(case, declared), cases))
+            per_case = list(pool.map(lambda case: _inspect_case(case, declared, background), cases))
     else:
-        per_case = [check_case(case, declared) for case in cases]
-    for errors in per_case:
-        report.errors.extend(errors)
+        per_case = [_inspect_case(case, declared, background) for case in cases]
+    for findings in per_case:
+        report.errors.extend(findings.errors)
+        report.warnings.extend(findings.warnings)
+    report.errors.extend(_mixed_channel_counts(per_case))
     return report
 
 

@@ -85,13 +85,30 @@ def channel_files_per_case(raw_json: dict) -> int:
     return len(names)
 
 
-def _channel_files(folder: Path, ending: str) -> tuple[dict[str, dict[int, Path]], list[Path]]:
-    """Map case id -> {channel index: file} for files named {case}_{XXXX}{ending}; also return misnamed files."""
+def is_broken_link(path: Path | str) -> bool:
+    """A symbolic link whose target does not exist (it would otherwise look like a missing file)."""
+    return os.path.islink(path) and not os.path.exists(path)
+
+
+def broken_link_problem(path: Path | str) -> str:
+    return f"broken link: {path} (points to {os.readlink(path)}, which does not exist)"
+
+
+def _channel_files(folder: Path, ending: str, problems: list[str] | None = None) -> tuple[dict[str, dict[int, Path]], list[Path]]:
+    """Map case id -> {channel index: file} for files named {case}_{XXXX}{ending}; also return misnamed files.
+
+    Broken symbolic links are reported to ``problems`` (or raised when it is None) and still listed, so that their
+    case is not also reported as missing.
+    """
     pattern = re.compile(r"^(.+)_(\d{4})" + re.escape(ending) + "$")
     cases: dict[str, dict[int, Path]] = {}
     misnamed = []
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
+        if is_broken_link(path):
+            if problems is None:
+                raise SamdgError(broken_link_problem(path))
+            problems.append(broken_link_problem(path))
+        elif path.name.startswith(".") or not path.is_file():
             continue
         match = pattern.match(path.name)
         if match:
@@ -117,7 +134,7 @@ def _list_split(folder: Path, images: str, labels: str, raw_json: dict, problems
     image_dir, label_dir = folder / images, folder / labels
     if not image_dir.is_dir():
         return {}
-    files, misnamed = _channel_files(image_dir, ending)
+    files, misnamed = _channel_files(image_dir, ending, problems)
     for path in misnamed:
         problems.append(f"{path}: not named {{case}}_{{XXXX}}{ending} (4-digit channel index and the dataset's file_ending)")
     n_channels = channel_files_per_case(raw_json)
@@ -131,15 +148,17 @@ def _list_split(folder: Path, images: str, labels: str, raw_json: dict, problems
                 problems.append(f"{channels[index]}: channel file {index} is not declared in channel_names")
         label_path = label_dir / f"{case_id}{ending}"
         if not label_path.is_file():
-            label_path = None
-            if require_labels:
+            if require_labels and not is_broken_link(label_path):  # broken links are reported below
                 problems.append(f"{label_dir / f'{case_id}{ending}'}: label file missing for case {case_id}")
+            label_path = None
         domain = _domain_of(case_id, images, folder, raw_json, problems)
         image_paths = [str(channels.get(i, image_dir / f"{case_id}_{i:04d}{ending}")) for i in range(n_channels)]
         cases[case_id] = Case(case_id, image_paths, str(label_path) if label_path else None, domain)
     if label_dir.is_dir():
         for path in sorted(label_dir.iterdir()):
-            if path.is_file() and not path.name.startswith(".") and path.name.endswith(ending):
+            if is_broken_link(path):
+                problems.append(broken_link_problem(path))
+            elif path.is_file() and not path.name.startswith(".") and path.name.endswith(ending):
                 if path.name[: -len(ending)] not in files:
                     problems.append(f"{path}: label has no image in {images}/")
     return cases
@@ -203,11 +222,15 @@ def _list_file_map(folder: Path, raw_json: dict, problems: list[str]) -> dict[st
         for index, listed in enumerate(entry["images"]):
             path = _resolve_map_path(folder, listed)
             image_paths.append(path)
-            if not os.path.isfile(path):
+            if is_broken_link(path):
+                problems.append(broken_link_problem(path))
+            elif not os.path.isfile(path):
                 problems.append(f"{path}: image file missing for channel {index} of case {case_id} "
                                 f"(listed in {json_path}){_unset_variables_hint(listed)}")
         label_path = _resolve_map_path(folder, entry["label"])
-        if not os.path.isfile(label_path):
+        if is_broken_link(label_path):
+            problems.append(broken_link_problem(label_path))
+        elif not os.path.isfile(label_path):
             problems.append(f"{label_path}: label file missing for case {case_id} "
                             f"(listed in {json_path}){_unset_variables_hint(entry['label'])}")
         for path in (*image_paths, label_path):
@@ -219,6 +242,18 @@ def _list_file_map(folder: Path, raw_json: dict, problems: list[str]) -> dict[st
         domain = _domain_of(case_id, FILE_MAP_SOURCE, folder, raw_json, problems)
         cases[case_id] = Case(case_id, image_paths, label_path if os.path.isfile(label_path) else None, domain)
     return cases
+
+
+PREPROCESSED_LABEL_SUFFIX = "_seg"  # preprocessing stores case X as X.npy and X_seg.npy
+
+
+def colliding_case_ids(case_ids, json_path: Path) -> list[str]:
+    """Pairs of case ids X and X_seg: preprocessing would write both as X_seg.npy (the image of one, the label map
+    of the other), so one case would silently train on the other's image as its labels."""
+    ids = set(case_ids)
+    return [f"{json_path}: case ids {case_id} and {case_id}{PREPROCESSED_LABEL_SUFFIX} collide in the preprocessed "
+            f"folder (both become {case_id}{PREPROCESSED_LABEL_SUFFIX}.npy); rename one of them"
+            for case_id in sorted(ids) if f"{case_id}{PREPROCESSED_LABEL_SUFFIX}" in ids]
 
 
 def load_raw_dataset(folder: str | Path) -> RawDataset:
@@ -241,6 +276,13 @@ def load_raw_dataset(folder: str | Path) -> RawDataset:
     if not isinstance(channel_names, dict) or not channel_names or not all(
             isinstance(name, str) and name.strip() for name in channel_names.values()):
         raise SamdgError(f"{json_path}: channel_names must be a non-empty object of names like {{\"0\": \"CT\"}}")
+    expected_keys = [str(i) for i in range(len(channel_names))]
+    if sorted(channel_names, key=lambda k: (len(k), k)) != expected_keys:
+        raise SamdgError(f"{json_path}: channel_names keys must be the channel indices {', '.join(expected_keys)} "
+                         f"(as strings, like {{\"0\": \"CT\"}}), got {', '.join(map(repr, channel_names))}")
+    n_declared = raw_json.get("numTraining")
+    if n_declared is not None and (not isinstance(n_declared, int) or isinstance(n_declared, bool)):
+        raise SamdgError(f"{json_path}: numTraining must be an integer, got {n_declared!r}")
     LabelSpec.from_dataset_json(raw_json["labels"], raw_json.get("regions_class_order"), str(json_path))
     if "domains" in raw_json and not isinstance(raw_json["domains"], dict):
         raise SamdgError(f"{json_path}: 'domains' must map case ids to domain names")
@@ -258,7 +300,7 @@ def load_raw_dataset(folder: str | Path) -> RawDataset:
         raise SamdgError(f"{folder / 'imagesTr'}: no image files ending in {raw_json['file_ending']}")
     for case_id in sorted(set(training) & set(test)):
         problems.append(f"{folder}: case id {case_id} is in both {source} and imagesTs")
-    n_declared = raw_json.get("numTraining")
+    problems.extend(colliding_case_ids(training, json_path))
     if n_declared is not None and n_declared != len(training):
         problems.append(f"{json_path}: numTraining is {n_declared} but {source} holds {len(training)} cases")
     return RawDataset(folder, raw_json, training, test, problems)

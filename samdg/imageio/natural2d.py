@@ -13,6 +13,7 @@ import numpy as np
 
 from samdg.errors import SamdgError, one_line
 from samdg.imageio.geometry import FAKE_2D_SPACING_FACTOR, Geometry
+from samdg.imageio.voxels import require_real
 from samdg.utils.files import atomic_path
 
 
@@ -59,7 +60,7 @@ def _geometry(shape_yx: tuple[int, int], ending: str) -> Geometry:
 
 def read(path: Path, ending: str) -> tuple[np.ndarray, Geometry]:
     """-> (array (C,1,Y,X) float32, Geometry); C is 1 (grey) or 3 (RGB)."""
-    pixels = _channels_first(path, _read_pixels(path, ending))
+    pixels = _channels_first(path, require_real(path, _read_pixels(path, ending)))
     return pixels[:, None].astype(np.float32), _geometry(pixels.shape[1:], ending)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from samdg.errors import SamdgError, one_line
 from samdg.imageio.geometry import Geometry, canonical_spacing, from_canonical, orientation_of, to_canonical
+from samdg.imageio.voxels import require_real
 from samdg.utils.files import atomic_path
 
 
@@ -71,6 +72,7 @@ def read(path: Path) -> tuple[np.ndarray, Geometry]:
         data = np.asanyarray(image.dataobj).reshape(shape)
     except Exception as error:
         raise SamdgError(f"{path}: image data cannot be read ({one_line(error)}); the file may be truncated") from None
+    require_real(path, data)
     return to_canonical(data, np.asarray(geometry.ornt))[None].astype(np.float32, copy=False), geometry
 
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from samdg.errors import SamdgError
 from samdg.imageio.geometry import Geometry, canonical_spacing, from_canonical, orientation_of, to_canonical
+from samdg.imageio.voxels import require_real
 from samdg.utils.files import atomic_path
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -67,7 +68,7 @@ def read(path: Path, ending: str) -> tuple[np.ndarray, Geometry]:
         raise SamdgError(f"{path}: cannot be read ({str(error).strip().splitlines()[-1]})") from None
     _check_dimension(path, image.GetDimension(), image.GetNumberOfComponentsPerPixel())
     geometry = _geometry(path, image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection(), ending)
-    data_ijk = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+    data_ijk = require_real(path, sitk.GetArrayFromImage(image)).transpose(2, 1, 0)
     return to_canonical(data_ijk, np.asarray(geometry.ornt))[None].astype(np.float32, copy=False), geometry
 
 

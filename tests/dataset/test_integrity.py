@@ -54,7 +54,7 @@ def _edit_json(folder, change):
 
 
 def _snapshot(folder):
-    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+    return {p: (p.lstat().st_size, p.lstat().st_mtime_ns) for p in folder.rglob("*")}
 
 
 def _problems_of(folder, samdg_roots, capsys):
@@ -243,3 +243,119 @@ def test_2d_rgb_dataset_is_checked_too(samdg_roots, capsys):
     assert "b.png: label value(s) 2 not declared" in message
     assert "b.png: label grid differs from image" in message and "shape (12, 11) vs (12, 10)" in message
 
+
+
+def _refused(folder, samdg_roots, capsys):
+    """Run samdg_plan_and_preprocess: exit 2 with one line (no traceback), raw folder unchanged, nothing written."""
+    from samdg.cli.plan_and_preprocess import main as plan_and_preprocess
+
+    before = _snapshot(folder)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        plan_and_preprocess(["-d", folder.name, "-np", "1", "--no_pbar"])
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err.strip()
+    assert message.startswith("samdg: error: ") and "\n" not in message and "Traceback" not in message
+    assert _snapshot(folder) == before
+    assert not any(samdg_roots["preprocessed"].iterdir()) and not any(samdg_roots["results"].iterdir())
+    return message
+
+
+def _add_case_copy(folder, source, new_id, domain="siteA"):
+    """A new training case ``new_id`` with the files of case ``source``, declared in dataset.json."""
+    shutil.copyfile(_image(folder, source), _image(folder, new_id))
+    shutil.copyfile(_label(folder, source), _label(folder, new_id))
+    _edit_json(folder, lambda m: (m["domains"].update({new_id: domain}), m.update(numTraining=m["numTraining"] + 1)))
+
+
+def test_label_value_beyond_int16_is_refused_naming_dataset_json(dataset, samdg_roots, capsys):
+    _edit_json(dataset, lambda m: m["labels"].update({"spleen": 40000}))
+    _rewrite(_label(dataset), change_data=lambda d: np.where(d == 3, 40000, d.astype(np.int32)))
+    message = _refused(dataset, samdg_roots, capsys)
+    assert f"{dataset / 'dataset.json'}: label 'spleen' has the value 40000; label values must be at most 32767" in message
+
+
+def test_largest_int16_label_value_is_preprocessed_unchanged(dataset, samdg_roots, capsys):
+    from samdg.cli.plan_and_preprocess import main as plan_and_preprocess
+
+    _edit_json(dataset, lambda m: m["labels"].update({"spleen": 32767}))
+    for path in [*(dataset / "labelsTr").glob("*.nii.gz"), *(dataset / "labelsTs").glob("*.nii.gz")]:
+        _rewrite(path, change_data=lambda d: np.where(d == 3, 32767, d.astype(np.int16)))
+    assert plan_and_preprocess(["-d", dataset.name, "-np", "1", "--no_pbar", "--variant", "tiny_vit_test"]) == 0
+    seen = set()
+    for path in (dataset / "labelsTr").glob("*.nii.gz"):
+        seg = np.load(samdg_roots["preprocessed"] / dataset.name / "samdgPlans_2d" / f"{path.name[:-7]}_seg.npy")
+        raw_values = set(np.unique(np.asanyarray(nib.load(str(path)).dataobj)).tolist())
+        assert set(np.unique(seg).tolist()) == raw_values
+        seen |= raw_values
+    assert 32767 in seen
+
+
+def test_case_ids_whose_preprocessed_files_coincide_are_refused(dataset, samdg_roots, capsys):
+    _add_case_copy(dataset, OTHER, f"{CASE}_seg")
+    message = _problems_of(dataset, samdg_roots, capsys)
+    assert (f"{dataset / 'dataset.json'}: case ids {CASE} and {CASE}_seg collide in the preprocessed folder "
+            f"(both become {CASE}_seg.npy); rename one of them") in message
+
+
+def test_channel_names_keys_must_be_channel_indices(dataset, samdg_roots, capsys):
+    _edit_json(dataset, lambda m: m.update(channel_names={"zero": "MR"}))
+    message = _refused(dataset, samdg_roots, capsys)
+    assert f"{dataset / 'dataset.json'}: channel_names keys must be the channel indices 0 " in message and "'zero'" in message
+
+
+def test_num_training_must_be_an_integer(dataset, samdg_roots, capsys):
+    _edit_json(dataset, lambda m: m.update(numTraining="4"))
+    assert f"{dataset / 'dataset.json'}: numTraining must be an integer, got '4'" in _refused(dataset, samdg_roots, capsys)
+
+
+def test_complex_valued_image_is_refused_naming_the_file(dataset, samdg_roots, capsys):
+    _rewrite(_image(dataset), change_data=lambda d: d + 1j * d, dtype=np.complex64)
+    message = _problems_of(dataset, samdg_roots, capsys)
+    assert f"{_image(dataset)}: holds complex-valued voxels (complex64)" in message
+
+
+@pytest.mark.parametrize("value", [0, 500])
+def test_constant_image_with_labelled_foreground_is_refused(dataset, samdg_roots, capsys, value):
+    _rewrite(_image(dataset), change_data=lambda d: np.full_like(d, value))
+    message = _problems_of(dataset, samdg_roots, capsys)
+    assert f"{_image(dataset)}: image has one constant intensity everywhere, but its label {_label(dataset)} holds foreground" in message
+    assert message.count("\n") == 1
+
+
+def test_one_constant_channel_among_informative_ones_only_warns(dataset, capsys):
+    _edit_json(dataset, lambda m: m["channel_names"].update({"1": "T2"}))
+    for path in sorted((dataset / "imagesTr").glob("*_0000.nii.gz")) + sorted((dataset / "imagesTs").glob("*_0000.nii.gz")):
+        shutil.copyfile(path, str(path).replace("_0000", "_0001"))
+    _rewrite(_image(dataset, channel=1), change_data=lambda d: np.zeros_like(d))  # a zero-filled missing sequence
+    check_integrity_or_raise(load_raw_dataset(dataset), num_workers=1)
+    warning = capsys.readouterr().err
+    assert f"samdg: warning: {_image(dataset, channel=1)}: image has one constant intensity everywhere" in warning
+
+
+@pytest.mark.parametrize("folder_name", ["imagesTr", "labelsTr"])
+def test_dangling_symlink_is_reported_as_broken_link(dataset, samdg_roots, capsys, folder_name):
+    path = _image(dataset) if folder_name == "imagesTr" else _label(dataset)
+    path.unlink()
+    path.symlink_to(dataset / "gone" / path.name)
+    message = _problems_of(dataset, samdg_roots, capsys)
+    assert f"broken link: {path} (points to {dataset / 'gone' / path.name}, which does not exist)" in message
+    assert message.count("\n") == 1  # not also "label has no image" or "label file missing"
+
+
+def test_rgb_dataset_with_one_grey_image_names_it(samdg_roots, capsys):
+    from PIL import Image
+
+    folder = samdg_roots["raw"] / "Dataset904_Photos"
+    for split in ("imagesTr", "labelsTr"):
+        (folder / split).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for case in ("a", "b", "c"):
+        pixels = rng.integers(0, 255, (12, 10) if case == "b" else (12, 10, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / "imagesTr" / f"{case}_0000.png")
+        Image.fromarray(rng.integers(0, 2, (12, 10), dtype=np.uint8)).save(folder / "labelsTr" / f"{case}.png")
+    (folder / "dataset.json").write_text(json.dumps(
+        {"channel_names": {"0": "RGB"}, "labels": {"background": 0, "lesion": 1}, "numTraining": 3, "file_ending": ".png"}))
+    message = _problems_of(folder, samdg_roots, capsys)
+    assert f"{folder / 'imagesTr' / 'b_0000.png'}: is grey (1 channel) while the dataset's other images are RGB (3 channels)" in message
+    assert message.count("\n") == 1
