@@ -3,6 +3,10 @@
 ``SAMDG_raw``, ``SAMDG_preprocessed``, ``SAMDG_results`` and ``SAMDG_weights`` set the four roots. When one is
 unset a local default under ``./samdg_data/`` is used and said once on the console. ``SAMDG_raw`` may point at an
 existing ``nnUNet_raw`` folder: the raw layout is the same.
+
+Raw data is read-only: ``SAMDG_preprocessed`` and ``SAMDG_results`` must lie apart from ``SAMDG_raw`` (neither
+equal to it, inside it, nor containing it), which :func:`preprocessed_root` and :func:`results_root` check before
+any caller can write; :func:`check_output_folder` does the same for a folder the user names (``samdg_predict -o``).
 """
 
 from __future__ import annotations
@@ -19,13 +23,13 @@ _ROOTS = {"raw": "SAMDG_raw", "preprocessed": "SAMDG_preprocessed", "results": "
 _announced: set[str] = set()
 
 
-def _root(kind: str) -> Path:
+def _root(kind: str, announce: bool = True) -> Path:
     variable = _ROOTS[kind]
     value = os.environ.get(variable)
     if value:
         return Path(value).expanduser()
     default = (DEFAULT_BASE / kind).resolve()
-    if variable not in _announced:
+    if announce and variable not in _announced:
         _announced.add(variable)
         print(f"samdg: {variable} is not set; using {default}", file=sys.stderr)
     return default
@@ -36,11 +40,44 @@ def raw_root() -> Path:
 
 
 def preprocessed_root() -> Path:
-    return _root("preprocessed")
+    return _checked_apart_from_raw("preprocessed")
 
 
 def results_root() -> Path:
-    return _root("results")
+    return _checked_apart_from_raw("results")
+
+
+def is_within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it, after resolving symbolic links and ``..``."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
+def _checked_apart_from_raw(kind: str) -> Path:
+    """The root of ``kind``; a SamdgError when it is SAMDG_raw, lies inside it or contains it (writes would land
+    in, or next to and over, the raw datasets)."""
+    root, raw = _root(kind), _root("raw", announce=False)
+    if is_within(root, raw) or is_within(raw, root):
+        relation = ("is" if is_within(raw, root) else "lies inside") if is_within(root, raw) else "contains"
+        raise SamdgError(f"{_ROOTS[kind]}={root} {relation} SAMDG_raw={raw}; raw data is read-only, so point "
+                         f"{_ROOTS[kind]} at a folder apart from the raw data")
+    return root
+
+
+def check_output_folder(folder: str | os.PathLike, option: str, input_folders: tuple[Path, ...] = ()) -> None:
+    """Refuse an output folder that would write into raw data: equal to or inside ``SAMDG_raw``, or equal to,
+    inside or containing one of ``input_folders`` (outputs land next to, and dataset.json over, the inputs)."""
+    raw = _root("raw", announce=False)
+    if is_within(folder, raw):
+        raise SamdgError(f"{option} {folder}: lies inside SAMDG_raw={raw}; raw data is read-only, choose an output "
+                         "folder outside it")
+    for inputs in input_folders:
+        if is_within(folder, inputs):
+            raise SamdgError(f"{option} {folder}: lies inside the input folder {inputs}; input data is read-only, "
+                             "choose an output folder outside it")
+        if is_within(inputs, folder):
+            raise SamdgError(f"{option} {folder}: contains the input folder {inputs}; input data is read-only, "
+                             "choose an output folder outside it")
 
 
 def weights_root() -> Path:

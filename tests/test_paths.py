@@ -54,3 +54,37 @@ def test_a_dataset_name_that_exists_nowhere_lists_what_exists(samdg_roots):
         paths.resolve_dataset_name("Dataset5")
     (samdg_roots["results"] / "Dataset006_Heart").mkdir()  # any of the three roots will do
     assert paths.resolve_dataset_name("Dataset006_Heart") == "Dataset006_Heart"
+
+
+@pytest.mark.parametrize("variable, where", [("SAMDG_preprocessed", "raw"), ("SAMDG_results", "raw/preprocessed"),
+                                             ("SAMDG_preprocessed", "raw/Dataset005_Prostate"), ("SAMDG_results", ".")])
+def test_roots_that_overlap_the_raw_data_are_refused_before_anything_is_written(samdg_roots, monkeypatch, tmp_path,
+                                                                              variable, where):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    monkeypatch.setenv("SAMDG_raw", str(raw))
+    monkeypatch.setenv(variable, str((tmp_path / where)))
+    relation = {"raw": "is", ".": "contains"}.get(where, "lies inside")
+    root = paths.preprocessed_root if variable == "SAMDG_preprocessed" else paths.results_root
+    with pytest.raises(SamdgError, match=f"^{variable}=.* {relation} SAMDG_raw=.*raw data is read-only"):
+        root()
+    with pytest.raises(SamdgError, match=f"{variable}=.*SAMDG_raw="):
+        paths.resolve_dataset_name(5)
+    assert list(raw.iterdir()) == []
+
+
+def test_separate_roots_are_accepted(samdg_roots):
+    assert paths.preprocessed_root() == samdg_roots["preprocessed"]
+    assert paths.results_root() == samdg_roots["results"]
+
+
+def test_an_output_folder_in_the_raw_data_or_around_the_inputs_is_refused(samdg_roots, tmp_path):
+    inputs = tmp_path / "scans" / "imagesTs"
+    inputs.mkdir(parents=True)
+    for folder, message in [(samdg_roots["raw"] / "Dataset005_X" / "labelsTs", "lies inside SAMDG_raw="),
+                            (samdg_roots["raw"], "lies inside SAMDG_raw="),
+                            (inputs, "lies inside the input folder"), (inputs / "preds", "lies inside the input folder"),
+                            (inputs.parent, "contains the input folder")]:
+        with pytest.raises(SamdgError, match=f"^-o {folder}: {message}"):
+            paths.check_output_folder(folder, "-o", (inputs,))
+    paths.check_output_folder(tmp_path / "predictions", "-o", (inputs,))
