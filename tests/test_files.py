@@ -70,3 +70,66 @@ def test_unwritable_folder_is_a_clear_error_and_leaves_nothing(tmp_path, monkeyp
     with pytest.raises(SamdgError, match="b.json: cannot write"):
         atomic_write_json(out / "b.json", {})
     assert list(out.iterdir()) == []
+
+
+def _full_disk(monkeypatch):
+    """The file system reports no free bytes (what a write that ran out of space leaves behind)."""
+    import shutil
+
+    from samdg.utils import files
+
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda folder: shutil._ntuple_diskusage(10**9, 10**9, 0))
+
+
+def test_numpy_running_out_of_space_is_one_line_naming_the_folder(tmp_path, monkeypatch):
+    # numpy's writer raises OSError("... requested and ... written") without an errno when the disk is full
+    def full(file, array, allow_pickle=True):
+        with open(file, "wb") as handle:
+            handle.write(b"\x93NUMPY partial")
+        raise OSError("24 requested and 14 written")
+
+    _full_disk(monkeypatch)
+    monkeypatch.setattr(np, "save", full)
+    with pytest.raises(SamdgError) as error:
+        atomic_save_npy(tmp_path / "out" / "case.npy", np.ones(3))
+    assert str(error.value).startswith(f"no space left on {tmp_path / 'out'} (writing case.npy)")
+    assert "\n" not in str(error.value)
+    assert list((tmp_path / "out").iterdir()) == [], "no partial or temp file is left"
+
+
+def test_enospc_is_one_line_even_with_free_space_reported(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(SamdgError, match=f"no space left on {out} \\(writing a.json\\)"):
+        with atomic_path(out / "a.json") as tmp:
+            tmp.write_text("half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert list(out.iterdir()) == []
+
+
+def test_other_writer_errors_are_not_taken_for_a_full_disk(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="cannot pickle"):
+        with atomic_path(out / "a.pth") as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("cannot pickle this object")
+    assert list(out.iterdir()) == []
+
+
+def test_temp_files_of_dead_processes_are_removed_and_live_ones_kept(tmp_path):
+    import subprocess
+    import sys
+
+    from samdg.utils.files import remove_stale_temp_files
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(finished.stdout)
+    with atomic_path(tmp_path / "checkpoint_latest.pth", suffix=".pth") as tmp:
+        live = tmp.name  # this process's own temp file, being written right now
+        dead = tmp_path / live.replace(f"samdg-{os.getpid()}-", f"samdg-{dead_pid}-")
+        dead.write_bytes(b"left by a killed run")
+        foreign = tmp_path / ".checkpoint_latest.pth.user-notes.pth"  # not samdg's pattern
+        foreign.write_text("mine")
+        assert remove_stale_temp_files(tmp_path) == [dead]
+        assert (tmp_path / live).exists() and foreign.exists() and not dead.exists()
+        tmp.write_text("done")
+    assert (tmp_path / "checkpoint_latest.pth").read_text() == "done"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import sys
@@ -11,7 +12,8 @@ from samdg.errors import SamdgError
 
 
 def entry_point(main: Callable[..., int | None]) -> Callable[..., int]:
-    """Wrap a console-script ``main``: ``SamdgError`` -> ``samdg: error: ...`` on stderr, exit code 2."""
+    """Wrap a console-script ``main``: ``SamdgError`` (and a full disk) -> ``samdg: error: ...`` on stderr, exit
+    code 2; Ctrl-C -> one line, exit code 130."""
 
     @functools.wraps(main)
     def wrapped(*args, **kwargs) -> int:
@@ -19,6 +21,14 @@ def entry_point(main: Callable[..., int | None]) -> Callable[..., int]:
             code = main(*args, **kwargs)
         except SamdgError as error:
             print(f"samdg: error: {error}", file=sys.stderr)
+            sys.exit(2)
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # a full disk hit outside samdg's atomic writers (which say so themselves): still one line
+            where = f" on {error.filename}" if error.filename else ""
+            print(f"samdg: error: no space left{where} ({error.strerror}); free some space and rerun, finished "
+                  "outputs are kept", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
             print("samdg: interrupted; finished outputs are kept and a rerun resumes", file=sys.stderr)

@@ -28,6 +28,15 @@ def parse_override(text: str) -> tuple[str, object]:
     return key, value
 
 
+MAX_SEED = 2**32  # numpy's generators take seeds in [0, 2**32)
+
+
+def check_seed(seed: int) -> None:
+    """A seed numpy and torch both accept, said before anything is created."""
+    if not 0 <= seed < MAX_SEED:
+        raise SamdgError(f"--seed {seed}: must be between 0 and {MAX_SEED - 1}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from samdg.models.methods import list_methods
     from samdg.training.embedding_cache import CACHE_MODES
@@ -61,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="change a plans entry for this run, e.g. training.augmentation=none or "
                              "methods.sam.lora_rank=4 (repeatable; recorded in the results folder's plans.json)")
     parser.add_argument("--num-workers", type=int, help="data-loading processes (default: the plan's)")
-    parser.add_argument("--seed", type=int, default=12345, help="random seed (default 12345)")
+    parser.add_argument("--seed", type=int, default=12345, help=f"random seed, 0 to {MAX_SEED - 1} (default 12345)")
     parser.add_argument("--no-pbar", dest="progress_bar", action="store_false", help="no progress bar")
     parser.add_argument("--no-final-validation", dest="final_validation", action="store_false",
                         help="skip the whole-volume validation after the last epoch")
@@ -73,6 +82,7 @@ def args_from_namespace(namespace: argparse.Namespace):
     from samdg.training.splits import parse_domains, parse_fold
 
     parse_fold(namespace.fold)
+    check_seed(namespace.seed)
     overrides = dict(parse_override(text) for text in namespace.override)
     return TrainingArgs(
         dataset=namespace.dataset,

@@ -11,11 +11,15 @@ and variant, so :func:`samdg.training.checkpoint.load_trained_method` rebuilds t
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Iterator
 
 from samdg.paths import resolve_dataset_name, results_dataset_dir
 from samdg.planning.plans import PLANS_NAME
 from samdg.training.splits import domain_tag
+from samdg.utils.files import remove_stale_temp_files
+from samdg.utils.lock import folder_lock
 
 CONFIGURATION = "2d"
 
@@ -34,3 +38,18 @@ def results_fold_dir(dataset: str | int, method: str, fold: int | str, source_do
     """The fold folder of a trained model (``dataset`` may be an id or a DatasetXXX_Name)."""
     name = resolve_dataset_name(dataset)
     return results_dataset_dir(name) / model_folder_name(method, plans_name) / fold_folder_name(fold, source_domains)
+
+
+@contextlib.contextmanager
+def fold_folder_in_use(fold_dir: Path, is_main: bool = True) -> Iterator[None]:
+    """Hold the fold folder's lock for a training run (the main process only) and remove the temp files a killed
+    run left in it (``.checkpoint_latest.pth.samdg-<pid>-....pth`` and the like, see
+    :func:`samdg.utils.files.remove_stale_temp_files`). A second run of the same fold is refused with one line
+    naming the first; a run that fails before writing anything leaves no empty fold folder behind."""
+    if not is_main:
+        yield
+        return
+    with folder_lock(fold_dir):
+        for folder in (fold_dir, fold_dir / "validation"):
+            remove_stale_temp_files(folder)
+        yield

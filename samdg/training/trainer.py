@@ -44,7 +44,7 @@ from samdg.training.embedding_cache import EmbeddingCache, cache_key
 from samdg.training.loader import SliceBatches, make_loader
 from samdg.training.optim import build_optimizer, build_scheduler
 from samdg.training.progress import TrainingRecord
-from samdg.training.results import results_fold_dir
+from samdg.training.results import fold_folder_in_use, results_fold_dir
 from samdg.training.sampler import TRAIN_STREAM, VALIDATION_STREAM, SliceSampler
 from samdg.training.splits import fold_note
 from samdg.training.validation import (
@@ -495,11 +495,12 @@ def train(args: TrainingArgs, epoch_end_hooks: list[Callable[[Trainer, int], Non
     try:
         run = resolve_run(args, device_type, context.world_size)
         output_dir = results_fold_dir(run.dataset_name, args.method, run.fold, args.source_domains)
-        trainer = Trainer(run, context, output_dir, epoch_end_hooks)
-        try:
-            trainer.run_training()
-        finally:
-            trainer.close()
+        with fold_folder_in_use(output_dir, context.is_main):  # one run per fold; a killed run's temp files go
+            trainer = Trainer(run, context, output_dir, epoch_end_hooks)
+            try:
+                trainer.run_training()
+            finally:
+                trainer.close()
         return output_dir
     finally:
         shutdown(context)

@@ -1,7 +1,9 @@
 """Atomic file writing: every file samdg writes appears whole or not at all.
 
 A temp file is written in the destination folder and moved into place with ``os.replace``, which is atomic on
-POSIX file systems, so a killed process never leaves a half-written output behind.
+POSIX file systems, so a killed process never leaves a half-written output behind. Temp files are named
+``.<name>.samdg-<pid>-<random><suffix>``: the process id lets a rerun remove the ones a killed run left
+(:func:`remove_stale_temp_files`) without touching those of a live writer.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import contextlib
 import errno
 import json
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -22,6 +26,11 @@ os.umask(_UMASK)
 # Errors of the file system a user can fix (read-only folder, full disk, a file where a folder should be).
 _USER_FIXABLE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EEXIST,
                         errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}
+_NO_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+# Below this many free bytes a failed write is taken for a full disk: numpy (OSError "... requested and ... written",
+# no errno) and torch.save (RuntimeError "file write failed") do not say why they failed.
+_FULL_DISK_BYTES = 1 << 20
+_TEMP_NAME = re.compile(r"^\..+\.samdg-(?P<pid>\d+)-[A-Za-z0-9_]+(\.[A-Za-z0-9]+)*$")
 
 
 def make_folder(folder: str | os.PathLike) -> Path:
@@ -56,8 +65,11 @@ def atomic_path(destination: str | os.PathLike, suffix: str | None = None) -> It
     if suffix is None:
         suffix = "".join(destination.suffixes) or ".tmp"
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=suffix, dir=destination.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.samdg-{os.getpid()}-", suffix=suffix,
+                                        dir=destination.parent)
     except OSError as error:
+        if error.errno in _NO_SPACE_ERRNOS:
+            raise SamdgError(no_space_message(destination)) from None
         raise SamdgError(f"{destination}: cannot write ({error.strerror or error})") from None
     os.close(fd)
     tmp = Path(tmp_name)
@@ -65,14 +77,69 @@ def atomic_path(destination: str | os.PathLike, suffix: str | None = None) -> It
         yield tmp
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs get the usual permissions
         os.replace(tmp, destination)
-    except OSError as error:
+    except (OSError, RuntimeError) as error:
+        full = is_out_of_space(error, destination.parent)  # asked before the temp file frees its space
         tmp.unlink(missing_ok=True)
-        if error.errno in _USER_FIXABLE_ERRNOS:
+        if full:
+            raise SamdgError(no_space_message(destination)) from None
+        if isinstance(error, OSError) and error.errno in _USER_FIXABLE_ERRNOS:
             raise SamdgError(f"{destination}: cannot write ({error.strerror or error})") from None
         raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def is_out_of_space(error: BaseException, folder: str | os.PathLike) -> bool:
+    """Whether a failed write into ``folder`` failed for lack of space: ENOSPC/EDQUOT anywhere in the exception's
+    chain, or (writers that drop the errno) less than 1 MiB left on that file system."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _NO_SPACE_ERRNOS:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    try:
+        return shutil.disk_usage(folder).free < _FULL_DISK_BYTES
+    except OSError:
+        return False
+
+
+def no_space_message(destination: str | os.PathLike) -> str:
+    """The one line for a full disk (or an exhausted quota) while writing ``destination``."""
+    destination = Path(destination)
+    return (f"no space left on {destination.parent} (writing {destination.name}); free some space and rerun, "
+            "finished outputs are kept")
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temp files (see :func:`atomic_path`) in ``folder`` whose writing process is no longer alive.
+
+    Only samdg's own pattern ``.<name>.samdg-<pid>-<random><suffix>`` directly in ``folder`` is touched; a file of
+    a process that still runs on this machine is kept. Returns the files removed.
+    """
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for entry in os.scandir(folder):
+        match = _TEMP_NAME.match(entry.name)
+        if match and entry.is_file(follow_symlinks=False) and not process_alive(int(match.group("pid"))):
+            Path(entry.path).unlink(missing_ok=True)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (one of another user's counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def atomic_write_bytes(destination: str | os.PathLike, data: bytes) -> None:

@@ -47,3 +47,25 @@ def test_weights_that_do_not_fit_the_model(tmp_path):
         load_model_state(torch.nn.Linear(4, 2), state, path)
     assert "\n" not in str(error.value)
     load_model_state(torch.nn.Linear(4, 3), state, path)  # a fitting state loads
+
+
+def test_a_full_disk_during_a_checkpoint_save_is_one_line_and_leaves_no_file(tmp_path, monkeypatch):
+    import shutil
+
+    from samdg.training import checkpoint
+    from samdg.utils import files
+
+    def full(state, path):  # what torch.save raises when the disk fills up mid-file
+        with open(path, "wb") as handle:
+            handle.write(b"PK\x03\x04 partial zip")
+        raise RuntimeError("[enforce fail at inline_container.cc:783] . PytorchStreamWriter failed writing file "
+                           "data/3: file write failed")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full)
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda folder: shutil._ntuple_diskusage(10**9, 10**9, 4096))
+    folder = tmp_path / "fold_0"
+    with pytest.raises(SamdgError) as error:
+        checkpoint.save_checkpoint(folder / "checkpoint_latest.pth", _state(torch.nn.Linear(4, 2)))
+    assert str(error.value) == (f"no space left on {folder} (writing checkpoint_latest.pth); free some space and "
+                                "rerun, finished outputs are kept")
+    assert list(folder.iterdir()) == []
