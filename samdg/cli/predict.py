@@ -16,6 +16,7 @@ from samdg.cli.common import entry_point
 from samdg.errors import SamdgError
 from samdg.inference.model_selection import DEFAULT_CHECKPOINT, select_model
 from samdg.inference.predictor import PRECISIONS, Predictor
+from samdg.paths import check_output_folder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "<case>{ending} label files with each input's exact geometry.",
     )
     parser.add_argument("-i", "--input", required=True, help="folder of raw images named {case}_0000{ending}, ...")
-    parser.add_argument("-o", "--output", required=True, help="output folder (created; reruns skip finished cases)")
+    parser.add_argument("-o", "--output", required=True,
+                        help="output folder (created; outside the raw data and the input folder; reruns skip the "
+                             "cases prediction.json proves finished)")
     select = parser.add_argument_group("model selection (needed only when several trained models exist)")
     select.add_argument("-d", "--dataset", help="dataset id or DatasetXXX_Name")
     select.add_argument("-m", "--method", help="method name, e.g. sam")
@@ -46,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="auto (default: bf16 autocast on CUDA, fp32 elsewhere), fp32, bf16, fp16")
     run.add_argument("--save-probabilities", action="store_true", help="also write <case>.npz with the per-class "
                                                                        "probabilities (float16)")
-    run.add_argument("--overwrite", action="store_true", help="predict cases whose outputs already exist again")
+    run.add_argument("--overwrite", action="store_true",
+                     help="predict every case again and replace files with output names that prediction.json does "
+                          "not vouch for (default: skip cases it proves finished, refuse foreign files)")
     run.add_argument("--file-ending", help="input file ending (default: the training dataset's, else detected)")
     run.add_argument("--disable-progress-bar", action="store_true", help="no progress bar")
     return parser
@@ -59,9 +64,7 @@ def _check_folders(input_dir: Path, output_dir: Path) -> None:
         raise SamdgError(f"-i {input_dir}: input folder not found")
     if output_dir.is_file():  # said before the model is loaded
         raise SamdgError(f"-o {output_dir}: is a file, not a folder; choose another output folder")
-    if output_dir.resolve() == input_dir.resolve():
-        raise SamdgError(f"-o {output_dir}: the output folder must differ from the input folder (raw data is never "
-                         "written to)")
+    check_output_folder(output_dir, "-o", (input_dir,))  # raw data and inputs are read-only
 
 
 @entry_point

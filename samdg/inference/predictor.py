@@ -10,9 +10,10 @@ preprocessing step, the label rule, the input's exact geometry and format).
     label_map, probabilities, geometry = predictor.predict_case(["case_0000.nii.gz"], return_probabilities=True)
     report = predictor.predict_folder("imagesTs", "predictions")
 
-A folder prediction reads and preprocesses the next case in a background thread while the current one is on the
-accelerator, skips cases whose outputs exist (unless ``overwrite``), and reports a case that fails by name while
-the others finish.
+A folder prediction locks its output folder (one run at a time), reads and preprocesses the next case in a
+background thread while the current one is on the accelerator, skips the cases ``prediction.json`` proves finished
+by this model from these inputs (:mod:`samdg.inference.record`; unless ``overwrite``), refuses to replace output
+files it did not write (unless ``overwrite``), and reports a case that fails by name while the others finish.
 """
 
 from __future__ import annotations
@@ -30,16 +31,17 @@ from tqdm import tqdm
 
 from samdg.dataset.raw import list_image_folder
 from samdg.errors import SamdgError
-from samdg.imageio import SUPPORTED_ENDINGS, Geometry, file_ending_of, read_case
+from samdg.imageio import ENDINGS_2D, SUPPORTED_ENDINGS, Geometry, file_ending_of, read_case
 from samdg.inference.export import export_prediction, label_map_from_volume, probabilities_to_original
 from samdg.inference.model_selection import DEFAULT_CHECKPOINT, SelectedModel, select_model
+from samdg.inference.record import DONE, RUN_INFO_FILE, PredictionRecord
 from samdg.inference.slices import MIRROR_AXES, SlicePredictor
 from samdg.labels import LabelSpec
+from samdg.paths import check_output_folder
 from samdg.planning.plans import Plans
 from samdg.preprocessing.pipeline import preprocess_case
-from samdg.utils.files import atomic_write_json, load_json, make_folder
-
-RUN_INFO_FILE = "prediction.json"
+from samdg.utils.files import atomic_write_json, load_json, remove_stale_temp_files
+from samdg.utils.lock import folder_lock
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -231,22 +233,24 @@ class Predictor:
         return {**self.model_info, "mirroring": self.mirroring, "variant": self.plans.sam.variant,
                 "classes": list(self.label_spec.names)}
 
-    def _prepare_output(self, output_dir: Path, overwrite: bool) -> None:
-        info_file = output_dir / RUN_INFO_FILE
-        info = self.run_info()
-        if info_file.is_file() and not overwrite:
-            previous = load_json(info_file)
-            keys = ("model_dir", "source_domains", "folds", "checkpoint", "checkpoint_signature", "mirroring")
-            if any(previous.get(k) != info.get(k) for k in keys):
-                was = ", ".join(f"{k}={previous.get(k)}" for k in keys)
-                raise SamdgError(f"{output_dir}: holds predictions of another model or setting ({was}); use --overwrite "
-                                 "to replace them or choose another -o")
-        make_folder(output_dir)
+    def _write_model_files(self, output_dir: Path) -> None:
+        """plans.json and dataset.json of the model, so the folder evaluates on its own."""
         self.plans.save(output_dir / "plans.json")
         if self.dataset_json is not None:
             atomic_write_json(output_dir / "dataset.json", self.dataset_json)
-        atomic_write_json(info_file, {**info, "device": str(self.device), "batch_size": self.batch_size,
-                                      "precision": self.precision})
+
+    def format_warning(self, inputs: Sequence[str | Path]) -> str | None:
+        """One line when inputs are 2D images for a model trained on 3D volumes, or the other way round (the model
+        still runs, on data unlike anything it saw); None when every input matches the training data."""
+        differing = [Path(p) for p in inputs if (file_ending_of(p) in ENDINGS_2D) != self.plans.is_2d]
+        if not differing:
+            return None
+        ending = file_ending_of(differing[0])
+        trained_ending = (self.dataset_json or {}).get("file_ending", "")
+        trained = " ".join(filter(None, ["2D" if self.plans.is_2d else "3D", trained_ending, "/".join(self.plans.modalities)]))
+        others = f" (and {len(differing) - 1} other input(s))" if len(differing) > 1 else ""
+        return (f"{differing[0]}{others}: a {'2D' if ending in ENDINGS_2D else '3D'} {ending} image, but the model was "
+                f"trained on {trained} images; predicting anyway, the result may be meaningless")
 
     def _read_ahead(self, todo: list[tuple[str, list[str]]]) -> Iterator[tuple[str, Any, BaseException | None]]:
         """Yield (case id, (data, properties) or None, error or None); the next case is read and preprocessed in a
@@ -266,47 +270,88 @@ class Predictor:
                       save_probabilities: bool = False) -> PredictionReport:
         """Predict ``{case id: channel files}`` into ``output_dir`` as ``<case><file ending of its input>``.
 
-        Finished cases (label file present, and ``<case>.npz`` when ``save_probabilities``) are skipped unless
-        ``overwrite``. A case that cannot be read or preprocessed is reported on stderr and in the returned
-        report; the others still finish. The folder also gets plans.json, dataset.json and prediction.json.
+        The folder is locked for the run (a second run into it is refused, naming this one) and gets plans.json,
+        dataset.json and prediction.json (:mod:`samdg.inference.record`). A case is skipped only when
+        prediction.json proves it finished by this model from the same input files with its outputs unchanged
+        (``<case>.npz`` too when ``save_probabilities``); the others are predicted. A file with an output name that
+        prediction.json does not vouch for stops the run with a SamdgError naming it, before anything is written,
+        unless ``overwrite`` (then every case is predicted again). A case that cannot be read or preprocessed is
+        reported on stderr and in the returned report (its old outputs are removed); the others still finish.
+
+        Raises:
+            SamdgError: ``output_dir`` lies in the raw data or in (or around) an input folder; another run holds
+                it; it holds another model's predictions or foreign files (both unless ``overwrite``).
         """
         started = time.perf_counter()
         output_dir = Path(output_dir)
-        self._prepare_output(output_dir, overwrite)
-        report = PredictionReport(output_dir)
-        todo = []
-        for case_id in sorted(cases):
-            paths = [str(p) for p in cases[case_id]]
-            label_file, npz_file = self._output_files(output_dir, case_id, paths[0], save_probabilities)
-            if not overwrite and label_file.is_file() and (npz_file is None or npz_file.is_file()):
-                report.skipped.append(case_id)
-            else:
+        case_files = {case_id: [str(p) for p in cases[case_id]] for case_id in sorted(cases)}
+        input_folders = tuple(sorted({Path(p).parent for paths in case_files.values() for p in paths}))
+        check_output_folder(output_dir, "-o", input_folders)
+        with folder_lock(output_dir):
+            remove_stale_temp_files(output_dir)
+            settings = {"device": str(self.device), "batch_size": self.batch_size, "precision": self.precision}
+            record = PredictionRecord(output_dir, {**self.run_info(), **settings}, overwrite)
+            report = PredictionReport(output_dir)
+            outputs = {case_id: self._output_files(output_dir, case_id, paths[0], save_probabilities)
+                       for case_id, paths in case_files.items()}
+            todo, foreign = [], []
+            for case_id, paths in case_files.items():
+                state, blocking = record.state_of(case_id, paths, outputs[case_id])
+                if state == DONE:
+                    report.skipped.append(case_id)
+                    continue
+                if blocking is not None:
+                    foreign.append(blocking)
                 todo.append((case_id, paths))
+            if foreign and not overwrite:
+                others = f" (and {len(foreign) - 1} other file(s))" if len(foreign) > 1 else ""
+                raise SamdgError(f"{foreign[0]}{others}: has the name of an output but was not written by this model "
+                                 f"from these inputs (not in {RUN_INFO_FILE}, or changed since); move it away, choose "
+                                 "another -o, or pass --overwrite to replace it")
+            warning = self.format_warning([paths[0] for _, paths in todo])
+            if warning:
+                print(f"samdg: warning: {warning}", file=sys.stderr)
+            self._write_model_files(output_dir)
+            record.keep_only(set(case_files), output_dir)
+            record.save()
+            self._predict_todo(todo, outputs, record, report)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _predict_todo(self, todo: list[tuple[str, list[str]]], outputs: dict[str, list[Path]],
+                      record: PredictionRecord, report: PredictionReport) -> None:
+        """Predict and write the cases of ``todo``, entering each in ``record`` as it is finished."""
+        files = dict(todo)
         bar = tqdm(total=len(todo), desc="predicting", unit="case", file=sys.stderr, disable=not self.progress)
         try:
             for case_id, prepared, error in self._read_ahead(todo):
                 bar.set_postfix_str(case_id)
-                if error is not None:
+                paths = files[case_id]
+                if error is None:
+                    data, properties = prepared
+                    label_file, *npz_file = outputs[case_id]
+                    record.writing(case_id, paths)
+                    try:
+                        probabilities = self.predict_preprocessed(data)
+                        export_prediction(probabilities, properties, self.plans, self.label_spec, label_file,
+                                          npz_file[0] if npz_file else None)
+                    except SamdgError as failure:
+                        report.failed[case_id] = str(failure)
+                    else:
+                        record.done(case_id, paths, outputs[case_id])
+                        report.predicted.append(case_id)
+                else:
                     reason = str(error) if isinstance(error, SamdgError) else f"{type(error).__name__}: {error}"
                     report.failed[case_id] = f"cannot be read or preprocessed: {reason}"
+                if case_id in report.failed:  # its old outputs no longer match its inputs
+                    for path in outputs[case_id]:
+                        path.unlink(missing_ok=True)
+                    record.cases.pop(case_id, None)
+                    record.save()
                     tqdm.write(f"samdg: case {case_id} failed ({report.failed[case_id]}); continuing", file=sys.stderr)
-                    bar.update()
-                    continue
-                data, properties = prepared
-                label_file, npz_file = self._output_files(output_dir, case_id, cases[case_id][0], save_probabilities)
-                try:
-                    probabilities = self.predict_preprocessed(data)
-                    export_prediction(probabilities, properties, self.plans, self.label_spec, label_file, npz_file)
-                except SamdgError as error:
-                    report.failed[case_id] = str(error)
-                    tqdm.write(f"samdg: case {case_id} failed ({error}); continuing", file=sys.stderr)
-                else:
-                    report.predicted.append(case_id)
                 bar.update()
         finally:
             bar.close()
-        report.seconds = time.perf_counter() - started
-        return report
 
     def predict_folder(self, input_dir: str | Path, output_dir: str | Path, overwrite: bool = False,
                        save_probabilities: bool = False, file_ending: str | None = None) -> PredictionReport:
@@ -335,7 +380,7 @@ class Predictor:
         raise SamdgError(f"{input_dir}: images with several endings ({', '.join(sorted(found))}); pass --file-ending")
 
     @staticmethod
-    def _output_files(output_dir: Path, case_id: str, first_image: str | Path, save_probabilities: bool
-                      ) -> tuple[Path, Path | None]:
+    def _output_files(output_dir: Path, case_id: str, first_image: str | Path, save_probabilities: bool) -> list[Path]:
+        """``[<case><ending of its input>]``, plus ``<case>.npz`` when ``save_probabilities``."""
         ending = file_ending_of(first_image)
-        return output_dir / f"{case_id}{ending}", (output_dir / f"{case_id}.npz" if save_probabilities else None)
+        return [output_dir / f"{case_id}{ending}", *([output_dir / f"{case_id}.npz"] if save_probabilities else [])]
