@@ -16,7 +16,8 @@ counting each saved storage once, attributed to the stem, each ViT block and the
 is state + weight copies + B x activations; with gradient checkpointing the saved activations are the unit inputs
 and one unit is recomputed at a time, so the largest unit's activations (times B) come on top.
 On the CPU, softmax is upcast to fp32 as CUDA's autocast does (``CudaSoftmaxPolicy``); the other ops of these
-encoders run in the same precision under both devices' autocast. Not counted: backward transients (the gradients of one block's activations while they are alive, kernel
+encoders run in the same precision under both devices' autocast. Not counted: backward transients (the gradients
+of one block's activations while they are alive, kernel
 workspaces) and allocator slack. The GPU measurement in ``backbone_speed.py`` is the figure of record; this
 prediction shows, without a GPU, which side of the 24 GiB target (issue 3) each implementation falls on and why.
 
@@ -40,10 +41,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
+from backbone_speed import ours_like, stock_vit  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.overrides import TorchFunctionMode  # noqa: E402
 
-from backbone_speed import ours_like, stock_vit  # noqa: E402
 from samdg.models.backbones import get_variant  # noqa: E402
 from samdg.utils.files import save_report  # noqa: E402
 
@@ -166,10 +167,12 @@ def run(args: argparse.Namespace) -> dict:
     ):
         measured[label] = saved_memory(build(), images, checkpointing)
         print(label, {k: v for k, v in measured[label].items() if k != "per_image_gib_by_part"}, flush=True)
-    largest_unit = max(gib for part, gib in measured["ours"]["per_image_gib_by_part"].items() if part.startswith("block"))
+    largest_unit = max(gib for part, gib in measured["ours"]["per_image_gib_by_part"].items()
+                       if part.startswith("block"))
     predictions = {
         "ours": predict(state_gib, measured["ours"], args.batch),
-        "ours_gradient_checkpointing": predict(state_gib, measured["ours_gradient_checkpointing"], args.batch, largest_unit),
+        "ours_gradient_checkpointing": predict(state_gib, measured["ours_gradient_checkpointing"], args.batch,
+                                               largest_unit),
         "stock": predict(state_gib, measured["stock"], args.batch),
     }
     return {
@@ -189,7 +192,8 @@ def markdown(result: dict) -> str:
     lines += ["", "| forward, one image | TFLOP |", "| --- | --- |"]
     lines += [f"| {label} | {tflop:.3f} |" for label, tflop in result["forward_tflop_per_image"].items()]
     lines += ["", f"| implementation | saved activations per image | of which global-attention blocks | "
-              f"bf16 weight copies | predicted step peak at batch {result['batch']} |", "| --- | --- | --- | --- | --- |"]
+              f"bf16 weight copies | predicted step peak at batch {result['batch']} |",
+              "| --- | --- | --- | --- | --- |"]
     global_blocks = {f"block{i}" for i in get_variant(result["variant"]).encoder.global_attn_indexes}
     for label, measured in result["measured"].items():
         in_global = sum(gib for part, gib in measured["per_image_gib_by_part"].items() if part in global_blocks)

@@ -127,7 +127,8 @@ def forward_throughput(encoder: nn.Module, images: torch.Tensor, dtype: torch.dt
     return result
 
 
-def training_step(encoder: nn.Module, images: torch.Tensor, dtype: torch.dtype, steps: int, checkpointing: bool) -> dict:
+def training_step(encoder: nn.Module, images: torch.Tensor, dtype: torch.dtype, steps: int,
+                  checkpointing: bool) -> dict:
     """Full fine-tuning: forward + backward + AdamW on every encoder parameter; peak memory and time per step."""
     device = images.device
     encoder = encoder.to(device).train()
@@ -204,7 +205,8 @@ def run(args: argparse.Namespace) -> dict:
         print(entry, flush=True)
 
     stock_b = stock_vit(vit)
-    vit_builders = {"ours": lambda: ours_like(vit, stock_b), "ours_padded_values": lambda: ours_like(vit, stock_b, True)}
+    vit_builders = {"ours": lambda: ours_like(vit, stock_b),
+                    "ours_padded_values": lambda: ours_like(vit, stock_b, True)}
     if args.compile:
         vit_builders["ours_compiled"] = lambda: torch.compile(ours_like(vit, stock_b))
     forward_pair(vit, vit_size, vit_batch, stock_b, vit_builders)
@@ -253,7 +255,8 @@ def markdown(results: dict) -> str:
         padded = entry.get("ours_padded_values", {})
         lines.append(
             f"| {entry['variant']} | {entry['input']} px, {entry['batch']} | {_cell(stock.get('img_per_s'))} | "
-            f"{_cell(ours['img_per_s'])} | {_cell(ours.get('speedup'), '{:.2f}x')} | {_cell(padded.get('img_per_s'))} | "
+            f"{_cell(ours['img_per_s'])} | {_cell(ours.get('speedup'), '{:.2f}x')} | "
+            f"{_cell(padded.get('img_per_s'))} | "
             f"{_cell(ours.get('max_abs_diff_vs_stock'), '{:.3g}')} |"
         )
         if "ours_compiled" in entry:

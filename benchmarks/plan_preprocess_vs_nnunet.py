@@ -49,7 +49,8 @@ def _become_subreaper() -> None:
 def _run(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Run ``command``; return (wall seconds, CPU seconds of it and of every descendant)."""
     start = time.perf_counter()
-    with open(os.devnull, "w") as sink, subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.PIPE, text=True) as process:
+    with open(os.devnull, "w") as sink, \
+            subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.PIPE, text=True) as process:
         errors = process.stderr.read()
         _, status, usage = os.wait4(process.pid, 0)
         elapsed = time.perf_counter() - start

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+
 from samdg.utils.files import save_report  # noqa: E402
 
 DATASET = "Dataset999_PredictSpeed"
@@ -102,7 +103,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
         if batched is None or single is None:
             continue
         lines.append(f"| {variant} (random init) | {batched['input_size']} px | {batched['batch_size']} | "
-                     f"{batched['volumes_per_s']:.3f} | {batched['slices_per_s']:.1f} | {single['volumes_per_s']:.3f} | "
+                     f"{batched['volumes_per_s']:.3f} | {batched['slices_per_s']:.1f} | "
+                     f"{single['volumes_per_s']:.3f} | "
                      f"{batched['volumes_per_s'] / single['volumes_per_s']:.1f}x |")
     return "\n".join(lines) + "\n"
 
@@ -110,14 +112,16 @@ def markdown(rows: list[dict], meta: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="JSON output (a .md table is written next to it)")
-    parser.add_argument("--variants", default="litemedsam,vit_b", help="comma-separated variants (default litemedsam,vit_b)")
+    parser.add_argument("--variants", default="litemedsam,vit_b",
+                        help="comma-separated variants (default litemedsam,vit_b)")
     parser.add_argument("--batch-size", type=int, help="batched run's slices per pass (default: the plan's batch size)")
     parser.add_argument("--volumes", type=int, default=8, help="timed volumes per run (default 8)")
     parser.add_argument("--shape", default="256x256x48", help="volume voxels R x A x S (default 256x256x48)")
     parser.add_argument("--device", default="auto", help="auto, cuda or cpu")
     parser.add_argument("--precision", default="auto", help="auto (bf16 on CUDA), fp32, bf16, fp16")
     parser.add_argument("--workdir", help="where the synthetic volumes go (default: a temporary folder)")
-    parser.add_argument("--smoke", action="store_true", help="CPU, tiny random variant, 2 small volumes: checks the script")
+    parser.add_argument("--smoke", action="store_true",
+                        help="CPU, tiny random variant, 2 small volumes: checks the script")
     args = parser.parse_args(argv)
     if args.smoke:
         args.variants, args.volumes, args.shape, args.device, args.batch_size = "tiny_vit_test", 2, "48x48x8", "cpu", 8
@@ -135,7 +139,8 @@ def main(argv=None) -> int:
                 rows.append(row)
     on_gpu = bool(rows) and rows[0]["device"].startswith("cuda")
     device_name = torch.cuda.get_device_name() if on_gpu else platform.processor() or "CPU"
-    meta = {"date": datetime.date.today().isoformat(), "device_name": device_name, "torch": f"PyTorch {torch.__version__}",
+    meta = {"date": datetime.date.today().isoformat(), "device_name": device_name,
+            "torch": f"PyTorch {torch.__version__}",
             "shape": "x".join(map(str, shape)), "smoke": args.smoke}
     save_report(args.out, {"meta": meta, "rows": rows}, markdown(rows, meta))
     return 0

@@ -76,7 +76,8 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     name = f"Dataset{DATASET_ID:03d}_Synthetic"
     if not (raw_root() / name / "dataset.json").is_file():
         shape = (32, 32, 6) if args.smoke else (96, 96, 24)
-        make_synthetic_dataset(raw_root() / name, num_domains=3, cases_per_domain=6, test_cases_per_domain=0, shape=shape)
+        make_synthetic_dataset(raw_root() / name, num_domains=3, cases_per_domain=6, test_cases_per_domain=0,
+                               shape=shape)
     plan_and_preprocess(name, variant=args.variant, progress=False, log=lambda message: None)
     overrides = {"training.augmentation": args.augmentation}
     fold_dir = train(TrainingArgs(dataset=name, method="sam", fold="0", epochs=args.epochs,
@@ -87,7 +88,8 @@ def run(args: argparse.Namespace, work: Path) -> dict:
 
     records = [json.loads(line) for line in (fold_dir / "metrics.jsonl").read_text().splitlines()]
     summary_file = fold_dir / "validation" / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {"foreground_mean": None, "mean": None}
+    no_summary = {"foreground_mean": None, "mean": None}
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else no_summary
     training_args = json.loads((fold_dir / "training_args.json").read_text())
     steady = [r["slices_per_second"] for r in records[1:]] or [records[0]["slices_per_second"]]
     cuda = torch.cuda.is_available() and training_args["device"] != "cpu"
@@ -117,7 +119,8 @@ def markdown(result: dict) -> str:
     volumes = "not run" if result["val_dice_volumes"] is None else f"{result['val_dice_volumes']:.3f}"
     header = ("| device | variant | batch | augmentation / cache | slices/s | peak memory | val Dice (slices) | "
               "val Dice (volumes) |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n")
-    return header + (f"| {result['device']} ({result['precision']}) | {result['variant']} | {result['global_batch_size']} | "
+    return header + (f"| {result['device']} ({result['precision']}) | {result['variant']} | "
+                     f"{result['global_batch_size']} | "
                      f"{result['augmentation']} / {result['embedding_cache']} | {result['slices_per_second']:.1f} | "
                      f"{memory} | {result['val_dice_slices_last_epoch']:.3f} | {volumes} |\n")
 

@@ -71,7 +71,8 @@ def _format(value: float, metric: str) -> str:
     return f"{value:.3f}" if metric == "dice" else f"{value:.2f}"
 
 
-def markdown(cells: pd.DataFrame, sources: Sequence[str], targets: Sequence[str], title: str, notes: Sequence[str]) -> str:
+def markdown(cells: pd.DataFrame, sources: Sequence[str], targets: Sequence[str], title: str,
+             notes: Sequence[str]) -> str:
     """matrix.md: one table per metric; in-domain cells in parentheses; the averages named in the header."""
     lines = [f"# {title}", "", *notes, "",
              "Rows: the domains a model was trained on. Columns: the target domain whose test cases were predicted. "

@@ -78,7 +78,8 @@ def overlay_png(result: CaseResult, path: Path, title: str) -> None:
     shown = np.clip((plane - low) / max(high - low, 1e-6), 0, 1)
 
     spacing = geometry.spacing
-    figure, axis = plt.subplots(figsize=(5, 5 * plane.shape[0] * spacing[1] / max(plane.shape[1] * spacing[2], 1e-6) + 0.6))
+    aspect = plane.shape[0] * spacing[1] / max(plane.shape[1] * spacing[2], 1e-6)
+    figure, axis = plt.subplots(figsize=(5, 5 * aspect + 0.6))
     axis.imshow(_display(shown, geometry.is_2d), cmap=None if shown.ndim == 3 else "gray",
                 aspect=spacing[1] / spacing[2] if not geometry.is_2d else 1.0, interpolation="nearest")
     for labels, colour in ((reference, "lime"), (prediction, "red")):

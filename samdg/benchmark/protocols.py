@@ -49,7 +49,8 @@ def check_domains(raw: RawDataset) -> list[str]:
                          "domains; add one (see documentation/dataset_format.md)")
     names = raw.domain_names
     if len(names) < 2:
-        raise SamdgError(f"{json_path}: the 'domains' map names {len(names)} domain ({', '.join(names)}); a cross-domain "
+        raise SamdgError(f"{json_path}: the 'domains' map names {len(names)} domain ({', '.join(names)}); "
+                         "a cross-domain "
                          "benchmark needs at least 2")
     return names
 

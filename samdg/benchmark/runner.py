@@ -22,8 +22,15 @@ from typing import Any, Callable
 import pandas as pd
 
 from samdg.benchmark import matrix, overlays
-from samdg.benchmark.protocols import (EvaluationCases, ModelPlan, check_domains, evaluation_cases, evaluation_notes,
-                                       model_plans, parse_sources)
+from samdg.benchmark.protocols import (
+    EvaluationCases,
+    ModelPlan,
+    check_domains,
+    evaluation_cases,
+    evaluation_notes,
+    model_plans,
+    parse_sources,
+)
 from samdg.dataset.raw import RawDataset, load_raw_dataset
 from samdg.errors import SamdgError
 from samdg.paths import raw_dataset_dir, resolve_dataset_name, results_dataset_dir
@@ -87,9 +94,9 @@ def _reuse_note(fold_dir: Path, settings: BenchmarkSettings) -> str:
     if not args_file.is_file():
         return ""
     trained = load_json(args_file)
-    differences = [f"{name} {trained.get(key)} (asked {wanted})"
-                   for name, key, wanted in (("epochs", "epochs_resolved", settings.epochs),
-                                             ("iterations per epoch", "iters_per_epoch_resolved", settings.iters_per_epoch))
+    asked = (("epochs", "epochs_resolved", settings.epochs),
+             ("iterations per epoch", "iters_per_epoch_resolved", settings.iters_per_epoch))
+    differences = [f"{name} {trained.get(key)} (asked {wanted})" for name, key, wanted in asked
                    if wanted is not None and trained.get(key) != wanted]
     return f" (trained with {', '.join(differences)}; delete the folder to retrain)" if differences else ""
 
@@ -167,7 +174,8 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
         log(f"[{plan.row}] predicting {len(evaluation.cases)} test case(s) into {prediction_dir}")
         per_case, prediction = predict_and_evaluate(settings, raw, plan, fold_dir, evaluation, prediction_dir)
         if prediction["failed"]:
-            notes.append(f"Model {plan.row}: {len(prediction['failed'])} case(s) could not be predicted and are left out: "
+            notes.append(f"Model {plan.row}: {len(prediction['failed'])} case(s) could not be predicted and are "
+                         "left out: "
                          + ", ".join(sorted(prediction["failed"])))
         cells += matrix.cell_values(per_case, plan.row, plan.training_domains)
         for case, dice in overlays.case_mean_dice(per_case).items():
@@ -175,8 +183,9 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
             if target in plan.training_domains:
                 continue
             case_info = evaluation.cases[case]
+            prediction_file = str(prediction_dir / f"{case}{raw.file_ending}")
             case_results.append(overlays.CaseResult(plan.row, target, case, dice, tuple(case_info.image_paths),
-                                                    case_info.label_path, str(prediction_dir / f"{case}{raw.file_ending}")))
+                                                    case_info.label_path, prediction_file))
         models.append({"row": plan.row, "training_domains": list(plan.training_domains), "model": str(fold_dir),
                        "status": status, "predictions": str(prediction_dir), **prediction})
 

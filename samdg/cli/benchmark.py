@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "models of the protocol, predict every domain's test cases, evaluate, and write the source x "
                     "target matrix of Dice and HD95 with overlays of the best and worst cases.",
     )
-    parser.add_argument("-d", "--dataset", required=True, help="dataset id or DatasetXXX_Name (planned and preprocessed)")
+    parser.add_argument("-d", "--dataset", required=True,
+                        help="dataset id or DatasetXXX_Name (planned and preprocessed)")
     parser.add_argument("-m", "--method", required=True, help="registered method, e.g. sam")
     parser.add_argument("--protocol", required=True, choices=PROTOCOLS,
                         help="single-source: one model per source domain, tested on every domain; "

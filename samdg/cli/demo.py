@@ -13,27 +13,21 @@ import sys
 
 from samdg import paths
 from samdg.cli.common import entry_point
+from samdg.utils.device import DEVICE_CHOICES, resolve_device
 
 
 def _say(step: str) -> None:
     print(f"\n=== samdg demo: {step} ===", flush=True)
 
 
-def _device(requested: str) -> str:
-    if requested != "auto":
-        return requested
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 @entry_point
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="samdg_demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="samdg_demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-d", "--dataset-id", type=int, default=901, help="id of the synthetic dataset (default 901)")
     parser.add_argument("-m", "--method", default="sam", help="method to train (default sam, the baseline)")
     parser.add_argument("--source", default="siteA", help="domain to train on (default siteA)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", default="auto", help=f"{DEVICE_CHOICES} (default auto: a GPU if there is one)")
     parser.add_argument("--epochs", type=int, default=None, help="default: 6 on the CPU, 20 on a GPU")
     parser.add_argument("--iters-per-epoch", type=int, default=None, help="default: 80 on the CPU, 100 on a GPU")
     parser.add_argument("--variant", default=None, help="SAM variant (default: the planner's choice, LiteMedSAM "
@@ -43,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     from dataset_conversion.synthetic import make_synthetic_dataset
     from samdg.cli import evaluate, plan_and_preprocess, predict, train
 
-    device = _device(args.device)
-    on_gpu = device == "cuda"
+    device = str(resolve_device(args.device))
+    on_gpu = device.startswith("cuda")
     epochs = args.epochs or (20 if on_gpu else 6)
     # CPU: the plan's CPU batch (2 slices) and 480 steps. A step costs the same per slice at any batch size, and
     # the decoder learns the classes one after another (liver, spleen, then kidney), so in a few minutes more
@@ -63,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {raw_folder}")
 
     _say("plan and preprocess")
-    plan_and_preprocess.main(["-d", str(args.dataset_id), "-np", "2"] + (["--variant", args.variant] if args.variant else []))
+    plan_and_preprocess.main(["-d", str(args.dataset_id), "-np", "2"]
+                             + (["--variant", args.variant] if args.variant else []))
 
     _say(f"train '{args.method}' on domain {args.source} ({device}, {epochs} epochs x {iterations} iterations)")
     train_args = [str(args.dataset_id), args.method, "all", "--source-domains", args.source, "--device", device,

@@ -3,6 +3,7 @@
 import json
 
 import pandas as pd
+import pytest
 
 from samdg.cli.demo import main
 
@@ -27,3 +28,12 @@ def test_demo_runs_the_whole_story_and_a_rerun_reuses_it(samdg_roots, capsys):
 
     assert main(argv) == 0  # everything is reused: dataset, preprocessing, model, predictions
     assert "reusing" in capsys.readouterr().out
+
+
+def test_an_unknown_device_is_one_line_before_anything_is_made(samdg_roots, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--device", "tpu"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "samdg: error: --device 'tpu' is not a device; use auto, cpu, cuda, cuda:N or mps"
+    assert not (samdg_roots["raw"] / "Dataset901_Synthetic").exists()

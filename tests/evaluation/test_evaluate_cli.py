@@ -104,12 +104,14 @@ def test_a_label_value_dataset_json_does_not_declare_exits_2(two_domain_folders,
     write_label(prediction_dir / "mr_1.nii.gz", volume, (3.0, 1.0, 1.0))
     assert _run(["-ref", str(reference_dir), "-pred", str(prediction_dir), "-np", "1"]) == 2
     err = capsys.readouterr().err
-    assert f"{prediction_dir / 'mr_1.nii.gz'}: label value(s) 7 not declared in the dataset's labels (declared: 0, 1, 2)" in err
+    assert (f"{prediction_dir / 'mr_1.nii.gz'}: label value(s) 7 not declared in the dataset's labels "
+            "(declared: 0, 1, 2)") in err
 
 
 def test_an_output_folder_that_is_a_file_exits_2(two_domain_folders, tmp_path, capsys):
     reference_dir, prediction_dir, _ = two_domain_folders
     (tmp_path / "out").write_text("a file")
-    assert _run(["-ref", str(reference_dir), "-pred", str(prediction_dir), "-np", "1", "-o", str(tmp_path / "out")]) == 2
+    output = str(tmp_path / "out")
+    assert _run(["-ref", str(reference_dir), "-pred", str(prediction_dir), "-np", "1", "-o", output]) == 2
     err = capsys.readouterr().err
     assert f"{tmp_path / 'out'}: is a file, not a folder" in err and "Traceback" not in err

@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from samdg.evaluation.metrics import (assd, compute_metrics, confusion_counts, dice, hd95, iou, surface,
-                                      surface_distances)
+from samdg.evaluation.metrics import (
+    assd,
+    compute_metrics,
+    confusion_counts,
+    dice,
+    hd95,
+    iou,
+    surface,
+    surface_distances,
+)
 
 
 def _volume(shape=(8, 8, 8)):
