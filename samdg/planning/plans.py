@@ -30,7 +30,7 @@ DATA_IDENTIFIER = "samdgPlans_2d"
 
 NormalizationScheme = Literal["ct_clip_scale", "percentile_clip_scale", "rgb_scale", "minmax"]
 MappingMode = Literal["replicate", "context", "modalities", "rgb"]
-Augmentation = Literal["default", "dg_strong", "none"]
+Augmentation = Literal["default", "dg_strong", "none", "dg_gin", "dg_slaug", "dg_fourier", "dg_all"]
 
 
 def _doc(text: str, **kwargs) -> Any:

@@ -15,6 +15,15 @@ Presets (``plans.training.augmentation``):
   stronger blur and noise), plus blank rectangles (p .2).
 - ``none``: no augmentation (what the embedding cache requires).
 
+The domain-generalisation presets add one transform of :mod:`samdg.training.dg_augmentations` to the ``default``
+set, right after the spatial transform, applied to 80 % of the samples (``DG_PROBABILITY``; the rest keep the
+source's appearance):
+
+- ``dg_gin``: GIN random convolutions, half of them as IPA (two GIN views blended by a smooth mask).
+- ``dg_slaug``: SLAug location-scale with Bezier intensity curves, global (GLA) or class-wise (LLA) half the time.
+- ``dg_fourier``: low-frequency Fourier amplitude mixing with an intensity-remapped view of the same slice.
+- ``dg_all``: one of the three above, chosen at random per sample.
+
 All random draws use numpy's and Python's global generators, seeded per sample by the caller
 (:func:`seeded_global_rng`), so a sample is the same whichever worker or rank produces it.
 """
@@ -30,7 +39,8 @@ import numpy as np
 
 from samdg.errors import SamdgError
 
-PRESETS = ("default", "dg_strong", "none")
+PRESETS = ("default", "dg_strong", "none", "dg_gin", "dg_slaug", "dg_fourier", "dg_all")
+DG_PROBABILITY = 0.8
 
 
 def _default(size: int) -> list:
@@ -97,6 +107,22 @@ def _dg_strong(size: int) -> list:
     ]
 
 
+def _dg_choices(preset: str) -> tuple:
+    from samdg.training.dg_augmentations import FourierAmplitudeMix, LocationScale, RandomConvolution
+
+    gin, slaug, fourier = RandomConvolution(ipa_probability=0.5), LocationScale(), FourierAmplitudeMix()
+    return {"dg_gin": (gin,), "dg_slaug": (slaug,), "dg_fourier": (fourier,), "dg_all": (gin, slaug, fourier)}[preset]
+
+
+def _with_dg(size: int, preset: str) -> list:
+    """The ``default`` set with the preset's DG transform after the spatial transform (before noise, blur, ...)."""
+    from samdg.training.dg_augmentations import RandomDGTransform
+
+    transforms = _default(size)
+    transforms.insert(1, RandomDGTransform(_dg_choices(preset), DG_PROBABILITY))
+    return transforms
+
+
 Augment = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
@@ -106,7 +132,12 @@ def build_augmentation(preset: str, size: int) -> Augment | None:
         raise SamdgError(f"augmentation preset '{preset}' is unknown; choose one of {', '.join(PRESETS)}")
     if preset == "none":
         return None
-    transforms = _default(size) if preset == "default" else _dg_strong(size)
+    if preset == "default":
+        transforms = _default(size)
+    elif preset == "dg_strong":
+        transforms = _dg_strong(size)
+    else:
+        transforms = _with_dg(size, preset)
 
     def augment(image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         sample = {"data": image[None].astype(np.float32, copy=True), "seg": label[None, None].astype(np.float32)}
