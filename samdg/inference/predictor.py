@@ -40,7 +40,7 @@ from samdg.labels import LabelSpec
 from samdg.paths import check_output_folder
 from samdg.planning.plans import Plans
 from samdg.preprocessing.pipeline import preprocess_case
-from samdg.utils.files import atomic_write_json, load_json, remove_stale_temp_files
+from samdg.utils.files import NoSpaceLeft, atomic_write_json, load_json, remove_stale_temp_files
 from samdg.utils.lock import folder_lock
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -276,7 +276,8 @@ class Predictor:
         (``<case>.npz`` too when ``save_probabilities``); the others are predicted. A file with an output name that
         prediction.json does not vouch for stops the run with a SamdgError naming it, before anything is written,
         unless ``overwrite`` (then every case is predicted again). A case that cannot be read or preprocessed is
-        reported on stderr and in the returned report (its old outputs are removed); the others still finish.
+        reported on stderr and in the returned report (its old outputs are removed); the others still finish. A
+        full disk stops the run (:class:`samdg.utils.files.NoSpaceLeft`).
 
         Raises:
             SamdgError: ``output_dir`` lies in the raw data or in (or around) an input folder; another run holds
@@ -335,6 +336,8 @@ class Predictor:
                         probabilities = self.predict_preprocessed(data)
                         export_prediction(probabilities, properties, self.plans, self.label_spec, label_file,
                                           npz_file[0] if npz_file else None)
+                    except NoSpaceLeft:
+                        raise  # every further case would fail the same way: stop, finished cases are kept
                     except SamdgError as failure:
                         report.failed[case_id] = str(failure)
                     else:

@@ -20,6 +20,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from samdg.errors import SamdgError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -33,10 +35,12 @@ _FULL_DISK_BYTES = 1 << 20
 _TEMP_NAME = re.compile(r"^\..+\.samdg-(?P<pid>\d+)-[A-Za-z0-9_]+(\.[A-Za-z0-9]+)*$")
 
 
+class NoSpaceLeft(SamdgError):
+    """A write failed because the file system (or the user's quota) is full; no partial file was left."""
+
+
 def make_folder(folder: str | os.PathLike) -> Path:
     """Create ``folder`` (and its parents) if needed; a file in the way or a read-only place is a SamdgError."""
-    from samdg.errors import SamdgError
-
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -58,8 +62,6 @@ def atomic_path(destination: str | os.PathLike, suffix: str | None = None) -> It
     by default the destination's own multi-part suffix is reused. A folder that cannot be written to (read-only,
     full, a file in the way) is a SamdgError naming ``destination``; nothing is left behind.
     """
-    from samdg.errors import SamdgError
-
     destination = Path(destination)
     make_folder(destination.parent)
     if suffix is None:
@@ -69,7 +71,7 @@ def atomic_path(destination: str | os.PathLike, suffix: str | None = None) -> It
                                         dir=destination.parent)
     except OSError as error:
         if error.errno in _NO_SPACE_ERRNOS:
-            raise SamdgError(no_space_message(destination)) from None
+            raise NoSpaceLeft(no_space_message(destination)) from None
         raise SamdgError(f"{destination}: cannot write ({error.strerror or error})") from None
     os.close(fd)
     tmp = Path(tmp_name)
@@ -81,7 +83,7 @@ def atomic_path(destination: str | os.PathLike, suffix: str | None = None) -> It
         full = is_out_of_space(error, destination.parent)  # asked before the temp file frees its space
         tmp.unlink(missing_ok=True)
         if full:
-            raise SamdgError(no_space_message(destination)) from None
+            raise NoSpaceLeft(no_space_message(destination)) from None
         if isinstance(error, OSError) and error.errno in _USER_FIXABLE_ERRNOS:
             raise SamdgError(f"{destination}: cannot write ({error.strerror or error})") from None
         raise
@@ -173,8 +175,6 @@ def atomic_save_npy(destination: str | os.PathLike, array: np.ndarray) -> None:
 
 def load_json(path: str | os.PathLike) -> Any:
     """Read a JSON file; a missing, unreadable, non-UTF-8 or malformed file is a SamdgError naming it."""
-    from samdg.errors import SamdgError
-
     path = Path(path)
     try:
         with open(path, encoding="utf-8") as f:

@@ -167,3 +167,21 @@ def test_a_2d_image_for_a_model_trained_on_3d_volumes_is_said(session_roots, tmp
 def predict_and_capture(session_roots, output, capsys) -> str:
     assert predict.main(_argv(session_roots, output)) == 0
     return capsys.readouterr().err
+
+
+def test_a_full_disk_stops_the_run_with_one_line_and_no_partial_file(session_roots, tmp_path, capsys, monkeypatch):
+    import shutil as shutil_module
+
+    from samdg.utils import files
+
+    def full(*args, **kwargs):  # what numpy's writer raises on a full disk: an OSError without errno
+        raise OSError("147456 requested and 8192 written")
+
+    output = tmp_path / "predictions"
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda folder: shutil_module._ntuple_diskusage(10**9, 10**9, 0))
+    monkeypatch.setattr(np, "savez_compressed", full)
+    err = _refused(_argv(session_roots, output, "--save-probabilities"), capsys)
+    assert err == (f"samdg: error: no space left on {output} (writing {CASES[0]}.npz); free some space and rerun, "
+                   "finished outputs are kept")
+    assert not [p.name for p in output.iterdir() if p.name.startswith(".")], "no temp file left"
+    assert json.loads((output / "prediction.json").read_text())["cases"][CASES[0]]["state"] == "writing"
