@@ -97,7 +97,7 @@ def test_tinyvit_stages_match_the_reference_implementation(training):
     ref_attn = reference.BasicLayer(24, (10, 10), depth=2, num_heads=2, window_size=4,
                                     downsample=reference.PatchMerging, out_dim=32)
     ours_conv = ConvStage(16, 24, depth=2, expand_ratio=4.0, merge_stride=2)
-    ours_attn = AttentionStage(24, 10, depth=2, num_heads=2, window_size=4, mlp_ratio=4.0, local_conv_size=3,
+    ours_attn = AttentionStage(24, depth=2, num_heads=2, window_size=4, mlp_ratio=4.0, local_conv_size=3,
                                out_dim=32, merge_stride=2)
     for ref, ours in ((ref_conv, ours_conv), (ref_attn, ours_attn)):
         _randomise(ref, seed=2)

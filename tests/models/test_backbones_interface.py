@@ -1,9 +1,8 @@
-"""The backbone interface the methods use: taps, unit wrapping, context, kv prompts, block MLPs, freezing,
-gradient checkpointing, intensity conventions and the batched prompt decoding of SamModel."""
+"""The backbone interface the methods use: taps, kv-prompt attention, freezing, frozen batch norms, intensity
+conventions and the batched prompt decoding of SamModel (slots, hooks and stages: test_backbone_protocol.py)."""
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
@@ -11,7 +10,7 @@ from segment_anything.modeling.image_encoder import add_decomposed_rel_pos
 from torch import nn
 
 from samdg.errors import SamdgError
-from samdg.models.backbones import KeyValuePrompt, KVTokens, build_sam
+from samdg.models.backbones import KeyValuePrompt, build_sam
 from samdg.models.backbones.attention import RelPosSdpaAttention, TinyViTAttention
 from samdg.models.backbones.intensity import SAM_PIXEL_MEAN, SAM_PIXEL_STD, apply_intensity
 from samdg.models.params import count_parameters, count_trainable, freeze, trainable_names, unfreeze
@@ -28,25 +27,6 @@ def encoder(request):
 def _images(encoder, batch=2, seed=1):
     size = encoder.config.input_size
     return torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
-
-
-def _unit_channels(encoder, index):
-    return encoder.feature_shapes()[encoder.unit_tap_name(index)][0]
-
-
-class ChannelAdapter(nn.Module):
-    """Adds a learned per-channel projection of the unit output, in either unit layout."""
-
-    def __init__(self, unit, channels, channels_last):
-        super().__init__()
-        self.unit, self.channels_last = unit, channels_last
-        self.proj = nn.Linear(channels, channels)
-
-    def forward(self, x):
-        y = self.unit(x)
-        if self.channels_last:
-            return y + self.proj(y)
-        return y + self.proj(y.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 def test_taps_have_the_announced_shapes(encoder):
@@ -77,92 +57,6 @@ def test_bad_taps_and_image_sizes_are_refused(encoder):
         encoder.forward_features(_images(encoder), ("block99",))
     with pytest.raises(ValueError, match="expects images of shape"):
         encoder(torch.rand(1, 3, 32, 32))
-
-
-def test_wrapped_unit_changes_the_output_and_trains(encoder):
-    images = _images(encoder)
-    with torch.no_grad():
-        before = encoder(images)
-    freeze(encoder)
-    channels_last = encoder.unit_layout == "channels_last"
-    encoder.wrap_units(lambda i, unit: ChannelAdapter(unit, _unit_channels(encoder, i), channels_last) if i == 1 else unit)
-    assert isinstance(encoder.units[1], ChannelAdapter)
-    adapter = encoder.units[1]
-    assert count_trainable(encoder) == count_parameters(adapter.proj)
-    after = encoder(images)
-    assert not torch.allclose(after, before, atol=1e-4)
-    after.square().mean().backward()
-    assert adapter.proj.weight.grad is not None and adapter.proj.weight.grad.abs().sum() > 0
-
-
-class RememberStem(nn.Module):
-    """A context-taking unit: records a learned summary of the stem, as a DAPSAM-style low-level branch would."""
-
-    takes_context = True
-
-    def __init__(self, unit, stem_channels):
-        super().__init__()
-        self.unit = unit
-        self.gate = nn.Parameter(torch.ones(stem_channels))
-        self.calls = 0
-
-    def forward(self, x, context):
-        self.calls += 1
-        stem = context["stem"]
-        stem = stem if stem.shape[-1] == self.gate.shape[0] else stem.permute(0, 2, 3, 1)
-        context["low_level"] = (stem * self.gate).mean()
-        return self.unit(x)
-
-
-class StreamExchange(nn.Module):
-    """Reads and rewrites a stream carried from unit to unit, as DB-SAM's parallel branch does."""
-
-    takes_context = True
-
-    def __init__(self, unit):
-        super().__init__()
-        self.unit = unit
-        self.weight = nn.Parameter(torch.tensor(0.3))
-
-    def forward(self, x, context):
-        stream = torch.tanh(context.get("stream", 0.0) + self.weight * context["low_level"] + 1.0)
-        context["stream"] = stream
-        return self.unit(x) + stream
-
-
-def _with_context_units(encoder):
-    stem_channels = encoder.feature_shapes()["stem"][0]
-    encoder.wrap_units(lambda i, unit: RememberStem(unit, stem_channels) if i == 0 else StreamExchange(unit))
-    return encoder
-
-
-@pytest.mark.parametrize("checkpointing", [False, True])
-def test_context_units_share_state_and_gradients_flow_through_it(encoder, checkpointing):
-    encoder = _with_context_units(encoder).train()
-    encoder.gradient_checkpointing = checkpointing
-    context = {"domain": ["a", "b"]}
-    embedding, _ = encoder.forward_features(_images(encoder), context=context)
-    assert {"domain", "images", "stem", "low_level", "stream"} <= set(context)
-    embedding.square().mean().backward()
-    gate = encoder.units[0].gate
-    assert gate.grad is not None and gate.grad.abs().sum() > 0
-
-
-def test_gradient_checkpointing_gives_the_same_gradients(encoder):
-    encoder = _with_context_units(encoder).train()
-    images = _images(encoder)
-    plain = copy.deepcopy(encoder)
-    encoder.gradient_checkpointing = True
-    grads = []
-    for model in (plain, encoder):
-        out, taps = model.forward_features(images, model.default_taps)
-        loss = out.square().mean() + sum(t.square().mean() for t in taps.values())
-        loss.backward()
-        grads.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
-    assert (plain.units[0].calls, encoder.units[0].calls) == (1, 2)  # recomputed in the backward pass
-    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
-    for name in grads[0]:
-        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5, msg=name)
 
 
 def _naive_attention(attention, x, tokens):
@@ -208,71 +102,6 @@ def test_kv_prompt_attention_equals_the_materialised_formula(kind):
         prompt.logit_bias.fill_(0.7)
     attention.kv_prompt = prompt
     torch.testing.assert_close(attention(x), _naive_attention(attention, x, prompt()), atol=1e-5, rtol=1e-5)
-
-
-class PerImagePrompt(nn.Module):
-    def __init__(self, first: KeyValuePrompt, second: KeyValuePrompt):
-        super().__init__()
-        self.first, self.second = first, second
-
-    def forward(self):
-        a, b = self.first(), self.second()
-        return KVTokens(torch.stack([a.key, b.key]), torch.stack([a.value, b.value]), None)
-
-
-def test_kv_prompts_change_the_output_receive_gradients_and_can_differ_per_image(encoder):
-    images = _images(encoder)
-    with torch.no_grad():
-        before = encoder(images)
-    prompts = encoder.attach_kv_prompts(
-        lambda name, attention: KeyValuePrompt(attention.num_heads, attention.head_dim, num_tokens=2, logit_bias=True)
-    )
-    assert len(prompts) == len(encoder.attention_modules()) == len(encoder.transformer_blocks()) > 0
-    after = encoder(images)
-    assert not torch.allclose(after, before, atol=1e-4)
-    after.square().mean().backward()
-    for prompt in prompts.values():
-        assert prompt.key.grad.abs().sum() > 0 and prompt.value.grad.abs().sum() > 0
-        assert prompt.logit_bias.grad.abs().sum() > 0
-
-    # one token set per image: image 1 sees exactly the shared prompt, image 0 another one
-    shared = encoder.attach_kv_prompts(
-        lambda name, attention: KeyValuePrompt(attention.num_heads, attention.head_dim, shared=True)
-    )
-    with torch.no_grad():
-        with_shared = encoder(images)
-        encoder.attach_kv_prompts(
-            lambda name, attention: PerImagePrompt(KeyValuePrompt(attention.num_heads, attention.head_dim), shared[name])
-        )
-        per_image = encoder(images)
-    torch.testing.assert_close(per_image[1], with_shared[1], atol=1e-5, rtol=1e-5)
-    assert not torch.allclose(per_image[0], with_shared[0], atol=1e-4)
-
-
-class ParallelExpert(nn.Module):
-    """ESP-MedSAM-style expert MLP beside a block's own MLP."""
-
-    def __init__(self, mlp, dim):
-        super().__init__()
-        self.mlp = mlp
-        self.expert = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
-
-    def forward(self, x):
-        return self.mlp(x) + self.expert(x)
-
-
-def test_block_mlps_can_be_extended(encoder):
-    images = _images(encoder)
-    with torch.no_grad():
-        before = encoder(images)
-    freeze(encoder)
-    for _, block in encoder.transformer_blocks():
-        block.mlp = ParallelExpert(block.mlp, block.attn.qkv.in_features)
-    assert trainable_names(encoder) and all(".mlp.expert." in name for name in trainable_names(encoder))
-    after = encoder(images)
-    assert not torch.allclose(after, before, atol=1e-4)
-    after.square().mean().backward()
-    assert all(block.mlp.expert[1].weight.grad.abs().sum() > 0 for _, block in encoder.transformer_blocks())
 
 
 def test_freeze_unfreeze_and_count_by_pattern():

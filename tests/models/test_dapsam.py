@@ -11,9 +11,9 @@ import samdg.models.methods.dapsam  # noqa: F401  (registers "dapsam")
 from samdg.errors import SamdgError
 from samdg.labels import LabelSpec
 from samdg.models.backbones import build_sam
+from samdg.models.backbones import ConvBlock, TransformerBlock
 from samdg.models.layers.adapters import ChannelAttentionFilter, GeneralizedAdapter, ParallelAdapter
-from samdg.models.layers.dapsam_units import AdaptedTinyViTStage, AdaptedViTBlock
-from samdg.models.layers.low_level_features import LowLevelFeatures
+from samdg.models.layers.low_level_features import LOW_LEVEL_KEY, LowLevelFeatures
 from samdg.models.layers.prototype_prompt import MemoryBank, PrototypePromptGenerator
 from samdg.models.methods import build_method, default_settings
 from samdg.training.optim import build_optimizer
@@ -64,31 +64,35 @@ def test_channel_attention_filter_is_parameter_free_and_gates_per_channel():
 
 def test_adapter_shapes_and_bottleneck_width():
     x, low = torch.randn(2, 4, 4, 32), torch.randn(2, 4, 4, 32)
-    generalized, parallel = GeneralizedAdapter(32, 8), ParallelAdapter(32, 8)
-    assert generalized(x, low).shape == x.shape and parallel(x, low).shape == x.shape
+    context = {LOW_LEVEL_KEY: [torch.zeros(2, 4, 4, 32), low]}  # as the stem hook leaves it; source 1 is ours
+    generalized, parallel = GeneralizedAdapter(32, 8, source=1), ParallelAdapter(32, 8, source=1)
+    assert generalized(x, context).shape == x.shape and parallel(x, context).shape == x.shape
     assert generalized.mlp.fc1.out_features == 8 and parallel.mlp.fc2.in_features == 8
-    # The generalised adapter is residual: x + MLP(filter(0.5 x + low)).
-    torch.testing.assert_close(generalized(x, low) - x, generalized.mlp(generalized.filter(0.5 * x + low)))
+    # The generalised adapter is residual: x + MLP(filter(0.5 x + low)); the parallel one is scaled by 0.5.
+    torch.testing.assert_close(generalized(x, context) - x, generalized.mlp(generalized.filter(0.5 * x + low)))
+    torch.testing.assert_close(parallel(x, context), 0.5 * parallel.mlp(parallel.filter(x + low)))
 
 
 def test_low_level_projection_is_per_token_unless_scrambled():
     torch.manual_seed(0)
-    fixed = LowLevelFeatures(8, [8])
-    scrambled = LowLevelFeatures(8, [8], scrambled=True)
+    fixed = LowLevelFeatures(8, [(8, (3, 4))])
+    scrambled = LowLevelFeatures(8, [(8, (3, 4))], scrambled=True)
     scrambled.load_state_dict(fixed.state_dict())
-    stem = torch.randn(1, 3, 4, 8)  # channels-last (B,H,W,C), as SAM's ViT stem
-    per_token = fixed.projections[0](stem)
-    torch.testing.assert_close(fixed.get({"stem": stem}), per_token)
-    assert not torch.allclose(scrambled.get({"stem": stem}), per_token)
-    # Computed once per pass: the context caches it for the later units.
-    context = {"stem": stem}
-    assert fixed.get(context) is fixed.get(context)
+    stem = torch.randn(1, 8, 3, 4)  # the stem hook's input, channels-first (B,C,H,W)
+    per_token = fixed.projections[0](stem.permute(0, 2, 3, 1))
+    context, scrambled_context = {}, {}
+    assert fixed(stem, context) is stem  # a stem hook that leaves the stem alone
+    torch.testing.assert_close(context[LOW_LEVEL_KEY][0], per_token)
+    scrambled(stem, scrambled_context)
+    assert not torch.allclose(scrambled_context[LOW_LEVEL_KEY][0], per_token)
 
 
 def test_low_level_projection_to_a_stage_grid_area_averages_the_stem():
-    features = LowLevelFeatures(4, [4, 6], source_layout="channels_first")
+    features = LowLevelFeatures(4, [(4, (8, 8)), (6, (4, 4))])
     stem = torch.randn(2, 4, 8, 8)  # TinyViT's stem, channels-first
-    out = features.get({"stem": stem}, 1, (4, 4))
+    context = {}
+    features(stem, context)
+    out = context[LOW_LEVEL_KEY][1]
     assert out.shape == (2, 4, 4, 6)
     pooled = torch.nn.functional.avg_pool2d(stem, 2).permute(0, 2, 3, 1)
     torch.testing.assert_close(out, features.projections[1](pooled))
@@ -114,14 +118,15 @@ def test_memory_bank_and_prompt_generator_shapes():
 def test_vit_module_structure():
     method = make_dapsam("tiny_vit_test")
     dim = method.image_encoder.config.encoder.embed_dim
-    units = list(method.image_encoder.units)
-    assert len(units) == method.image_encoder.config.encoder.depth
-    for unit in units:
-        assert isinstance(unit, AdaptedViTBlock)
-        assert unit.generalized_adapter.mlp.fc1.in_features == dim
-        assert unit.generalized_adapter.mlp.fc1.out_features == dim // 4
-        assert unit.parallel_adapter.mlp.fc1.out_features == dim // 4
-    projections = method.low_level_features.projections
+    blocks = method.image_encoder.named_blocks()
+    assert len(blocks) == method.image_encoder.config.encoder.depth
+    for _, block in blocks:
+        assert isinstance(block.input_adapter, GeneralizedAdapter) and isinstance(block.parallel_mlp, ParallelAdapter)
+        assert block.input_adapter.mlp.fc1.in_features == dim
+        assert block.input_adapter.mlp.fc1.out_features == dim // 4
+        assert block.parallel_mlp.mlp.fc1.out_features == dim // 4
+        assert block.input_adapter.source == block.parallel_mlp.source == 0  # one projection for all blocks
+    projections = method.image_encoder.stem_hook.projections
     assert [(p.in_features, p.out_features) for p in projections] == [(dim, dim)]
     assert method.mask_decoder.num_mask_tokens == SPEC.num_classes
 
@@ -129,14 +134,17 @@ def test_vit_module_structure():
 def test_tinyvit_module_structure():
     method = make_dapsam("tiny_tinyvit_test")
     spec = method.image_encoder.config.encoder
-    units = list(method.image_encoder.units)
-    assert len(units) == 4 and all(isinstance(unit, AdaptedTinyViTStage) for unit in units)
-    for index, unit in enumerate(units):
-        assert len(unit.generalized_adapters) == spec.depths[index]
-        assert all(a.mlp.fc1.in_features == spec.embed_dims[index] for a in unit.generalized_adapters)
-        # Stage 0's MBConv blocks have no MLP, hence no parallel adapter.
-        assert len(unit.parallel_adapters) == (0 if index == 0 else spec.depths[index])
-    projections = method.low_level_features.projections
+    stages = method.image_encoder.stages()
+    assert len(stages) == 4
+    for index, stage in enumerate(stages):
+        assert len(stage.blocks) == spec.depths[index]
+        for block in stage.blocks:
+            assert block.input_adapter.mlp.fc1.in_features == spec.embed_dims[index]
+            assert block.input_adapter.source == index  # the stage's own projection of the stem
+            # Stage 0's MBConv blocks (conv blocks) have no MLP, hence no parallel adapter.
+            assert isinstance(block, ConvBlock if index == 0 else TransformerBlock)
+            assert (getattr(block, "parallel_mlp", None) is None) == (index == 0)
+    projections = method.image_encoder.stem_hook.projections
     assert [(p.in_features, p.out_features) for p in projections] == [(spec.embed_dims[0], d) for d in spec.embed_dims]
 
 
@@ -144,14 +152,16 @@ def test_tinyvit_module_structure():
 def test_only_adapters_prompt_generator_and_decoder_train(variant):
     method = make_dapsam(variant)
     trainable = {name for name, p in method.named_parameters() if p.requires_grad}
+    slots = tuple(f"image_encoder.{name}." for name, _ in method.image_encoder.extensions())
     for name in trainable:
-        assert (name.startswith(("low_level_features.", "prompt_generator.", "mask_decoder."))
-                or "adapter" in name), name
-        assert ".unit." not in name and not name.startswith("prompt_encoder.")
+        assert name.startswith(("prompt_generator.", "mask_decoder.") + slots), name
         assert "iou_prediction_head" not in name  # no prompt, nothing to score: it would get no gradient
-    assert any(name.startswith("image_encoder.") for name in trainable)
+    assert {name for name in trainable if name.startswith("image_encoder.")} == {
+        name for name, _ in method.named_parameters() if name.startswith(slots)}
+    assert any(name.startswith("image_encoder.stem_hook.") for name in trainable)
     assert any(name.startswith("mask_decoder.transformer.") for name in trainable)
-    frozen_encoder = [p for name, p in method.image_encoder.named_parameters() if ".unit." in name]
+    frozen_encoder = [p for name, p in method.named_parameters()
+                      if name.startswith("image_encoder.") and not name.startswith(slots)]
     assert frozen_encoder and not any(p.requires_grad for p in frozen_encoder)
 
     outputs = method({"image": images_for(method), "target": None})
@@ -228,7 +238,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         method.train()
         loss, _ = method.loss(method({"image": images}), {"target": target})
         loss.backward()
-        grads.append(method.low_level_features.projections[0].weight.grad.clone())
+        grads.append(method.image_encoder.stem_hook.projections[0].weight.grad.clone())
     assert grads[0].abs().sum() > 0
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
 

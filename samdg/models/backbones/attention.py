@@ -39,11 +39,11 @@ class PromptableAttention:
     def _init_prompt_slot(self) -> None:
         self.kv_prompt: Optional[nn.Module] = None
 
-    def _prompt_tokens(self, batch: int, dtype: torch.dtype) -> Optional[KVTokens]:
+    def _prompt_tokens(self, batch: int, dtype: torch.dtype, context: Optional[dict]) -> Optional[KVTokens]:
         """The injected tokens expanded to the attention batch: key/value (batch, heads, T, head_dim)."""
         if self.kv_prompt is None:
             return None
-        tokens = self.kv_prompt()
+        tokens = self.kv_prompt({} if context is None else context)
         key, value = (_expand_to_batch(t, batch).to(dtype) for t in (tokens.key, tokens.value))
         if key.shape[1] != self.num_heads or key.shape[-1] != self.head_dim:
             raise ValueError(
@@ -137,7 +137,8 @@ def _rel_pos_table(size: int, table: torch.Tensor) -> torch.Tensor:
 class RelPosSdpaAttention(PromptableAttention, SamAttention):
     """segment-anything's ViT attention (same parameters: qkv, proj, rel_pos_h, rel_pos_w) on fused SDPA.
 
-    (B,H,W,C) -> (B,H,W,C). Numerically equivalent to the stock module (tested against it).
+    ``forward(x, context=None)``: (B',H,W,C) -> (B',H,W,C) for B' = B images x windows; ``context`` is the block's
+    backbone context, handed to the ``kv_prompt`` slot. Numerically equivalent to the stock module (tested).
     """
 
     pad_values: bool = False
@@ -147,7 +148,7 @@ class RelPosSdpaAttention(PromptableAttention, SamAttention):
         self.head_dim = self.qkv.in_features // self.num_heads
         self._init_prompt_slot()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: Optional[dict] = None) -> torch.Tensor:
         batch, rows, cols, _ = x.shape
         tokens = rows * cols
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
@@ -160,7 +161,7 @@ class RelPosSdpaAttention(PromptableAttention, SamAttention):
             rel_h = torch.einsum("bnhwc,hkc->bnhwk", grid_q, table_h).reshape(batch, self.num_heads, tokens, rows)
             rel_w = torch.einsum("bnhwc,wkc->bnhwk", grid_q, table_w).reshape(batch, self.num_heads, tokens, cols)
             rel_terms = (rel_h, rel_w)
-        extra = self._prompt_tokens(batch, q.dtype)
+        extra = self._prompt_tokens(batch, q.dtype, context)
         out = augmented_attention(q, k, v, self.scale, rel_terms, extra, pad_values=self.pad_values)
         out = out.transpose(1, 2).reshape(batch, rows, cols, -1)
         return self.proj(out)
@@ -169,8 +170,9 @@ class RelPosSdpaAttention(PromptableAttention, SamAttention):
 class TinyViTAttention(PromptableAttention, nn.Module):
     """TinyViT's window attention (parameters norm, qkv, proj, attention_biases, as in MobileSAM/LiteMedSAM).
 
-    (B',N,C) -> (B',N,C) for windows of ``resolution`` tokens; the learned bias per (|dy|,|dx|) offset is the mask.
-    The bias is gathered on every call, so it always matches the current parameters.
+    ``forward(x, context=None)``: (B',N,C) -> (B',N,C) for windows of ``resolution`` tokens (B' = B images x
+    windows); the learned bias per (|dy|,|dx|) offset is the mask. The bias is gathered on every call, so it always
+    matches the current parameters. ``context`` goes to the ``kv_prompt`` slot.
     """
 
     def __init__(self, dim: int, key_dim: int, num_heads: int, attn_ratio: int = 1, resolution=(14, 14)) -> None:
@@ -192,12 +194,12 @@ class TinyViTAttention(PromptableAttention, nn.Module):
         self.register_buffer("attention_bias_idxs", index, persistent=False)
         self._init_prompt_slot()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: Optional[dict] = None) -> torch.Tensor:
         batch, tokens, _ = x.shape
         qkv = self.qkv(self.norm(x)).view(batch, tokens, self.num_heads, -1)
         q, k, v = (t.permute(0, 2, 1, 3) for t in qkv.split([self.key_dim, self.key_dim, self.value_dim], dim=3))
         bias = self.attention_biases[:, self.attention_bias_idxs].to(q.dtype)  # (heads, N, N)
-        extra = self._prompt_tokens(batch, q.dtype)
+        extra = self._prompt_tokens(batch, q.dtype, context)
         if extra is not None:
             k = torch.cat([k, extra.key], dim=2)
             v = torch.cat([v, extra.value], dim=2)

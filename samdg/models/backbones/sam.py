@@ -15,16 +15,12 @@ from torch import nn
 
 from samdg.models.backbones.base import Backbone
 from samdg.models.backbones.checkpoints import load_state, read_checkpoint
-from samdg.models.backbones.registry import VariantConfig, get_variant
-from samdg.models.backbones.tinyvit import TinyViTBackbone
-from samdg.models.backbones.vit import ViTBackbone
-
-BACKBONE_FAMILIES: dict[str, type[Backbone]] = {"vit": ViTBackbone, "tinyvit": TinyViTBackbone}
+from samdg.models.backbones.registry import VariantConfig, get_family, get_variant
 
 
 def build_backbone(config: VariantConfig) -> Backbone:
-    """A randomly initialised image encoder of ``config``'s family and numbers."""
-    return BACKBONE_FAMILIES[config.family](config)
+    """A randomly initialised image encoder of ``config``'s family (``@register_family``) and numbers."""
+    return get_family(config.family)(config)
 
 
 class SamModel(nn.Module):

