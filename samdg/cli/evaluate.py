@@ -20,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-d", dest="dataset", default=None,
                         help="dataset id or name whose raw dataset.json gives labels, regions, ignore label and "
                              "domains (default: dataset.json in -pred, else in the parent of -ref)")
-    parser.add_argument("-o", dest="output", default=None, help="output folder (default: the -pred folder)")
+    parser.add_argument("-o", dest="output", default=None,
+                        help="output folder (default: the -pred folder); never inside SAMDG_raw or the -ref folder")
     parser.add_argument("-np", dest="num_processes", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--allow-missing", action="store_true",
                         help="skip references without a prediction (listed in summary.json) instead of failing")
@@ -32,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from samdg.paths import check_output_folder
+
+    output = Path(args.output) if args.output else Path(args.pred)
+    # said before anything is read: the tables must not land in the raw data or among the reference labels
+    check_output_folder(output, "-o" if args.output else "-o (default: the -pred folder)", (Path(args.ref),))
     from samdg.evaluation.aggregate import group_statistics
     from samdg.evaluation.evaluate import PER_CASE_FILE, PER_DOMAIN_FILE, SUMMARY_FILE, evaluate_folders
     from samdg.evaluation.inputs import find_dataset_json, setup_from_dataset_json
@@ -42,7 +48,6 @@ def main(argv: list[str] | None = None) -> int:
     setup = setup_from_dataset_json(find_dataset_json(args.ref, args.pred, args.dataset))
     for note in setup.notes:
         print(f"samdg: {note}", file=sys.stderr)
-    output = Path(args.output) if args.output else Path(args.pred)
     extra = {"dataset_json": str(setup.dataset_json) if setup.dataset_json else None}
     summary = evaluate_folders(args.ref, args.pred, setup.label_spec, setup.domains, output, args.num_processes,
                                file_ending=args.file_ending or setup.file_ending, allow_missing=args.allow_missing,
