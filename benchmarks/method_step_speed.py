@@ -68,7 +68,6 @@ def run(args: argparse.Namespace) -> dict:
     from samdg.models.backbones import build_sam
     from samdg.models.methods import build_method
     from samdg.models.params import count_parameters
-    from samdg.training.optim import build_optimizer
 
     use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if use_cuda else "cpu")
@@ -77,11 +76,8 @@ def run(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     sam = build_sam(args.variant, input_size=args.input_size, pretrained=False)
     method = build_method(args.method, sam, parse_settings(args.setting), spec).to(device)
-    method.requires_grad_(False)
-    trainable = method.trainable_parameters()
-    for parameter in trainable:
-        parameter.requires_grad_(True)
-    optimizer = build_optimizer(trainable, method.optimizer_settings())
+    trainable = method.freeze_all_but_trainable()
+    optimizer = method.configure_optimizers(total_steps=args.warmup + args.steps).optimizer
     method.train()
 
     size = sam.config.input_size

@@ -1,4 +1,4 @@
-"""Regenerate the field reference in documentation/plans.md from the plans dataclasses.
+"""Regenerate the field reference in documentation/plans.md from the plans and method-settings dataclasses.
 
     python -m samdg.planning.docs            # rewrites the section between the markers
 """
@@ -8,16 +8,27 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from samdg.planning.plans import field_reference_markdown
+from samdg.planning.plans import field_reference_markdown, method_settings_classes, settings_table
 
 BEGIN, END = "<!-- BEGIN GENERATED FIELD REFERENCE -->", "<!-- END GENERATED FIELD REFERENCE -->"
 PAGE = Path(__file__).resolve().parents[2] / "documentation" / "plans.md"
 
 
+def method_settings_markdown() -> str:
+    """One table per registered method: the keys of ``methods.<name>`` (what ``--override`` accepts)."""
+    tables = [settings_table(cls, f"methods.{name}.", f"### `methods.{name}` ({cls.__doc__.strip()})")
+              for name, cls in method_settings_classes().items()]
+    return "\n\n".join(tables) + "\n"
+
+
+def reference_markdown() -> str:
+    return f"{field_reference_markdown()}\n{method_settings_markdown()}"
+
+
 def render(page_text: str) -> str:
     head, _, rest = page_text.partition(BEGIN)
     _, _, tail = rest.partition(END)
-    return f"{head}{BEGIN}\n{field_reference_markdown()}{END}{tail}"
+    return f"{head}{BEGIN}\n{reference_markdown()}{END}{tail}"
 
 
 def main() -> int:

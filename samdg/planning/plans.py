@@ -2,9 +2,14 @@
 
 ``samdgPlans.json`` is the only configuration of preprocessing, training and prediction. Each field is a
 dataclass field whose ``metadata["doc"]`` explains it; ``documentation/plans.md`` is generated from those docs
-(:func:`field_reference_markdown`), so the page cannot drift from the code. Users change entries with
-``apply_overrides`` (the ``--override key=value`` option), which validates keys and types and records the change
-in ``decisions``.
+(:func:`field_reference_markdown`), so the page cannot drift from the code. A field may also carry bounds
+(``_doc(..., minimum=0)``, ``exclusive_minimum``, ``maximum``, ``exclusive_maximum``), checked on load and on
+override. Users change entries with ``apply_overrides`` (the ``--override key=value`` option), which validates keys,
+types and bounds and records the change in ``decisions``.
+
+The same machinery types the methods' settings: ``plans.methods[name]`` stays a plain JSON object, but every block of
+a registered method is checked against (and completed from) the method's settings dataclass when plans are loaded,
+and ``methods.<name>.<key>`` overrides are typed by that dataclass (see ``samdg.models.methods.settings``).
 
 Axis orders: "canonical" is the (Z,Y,X) = (S,A,R) order of :mod:`samdg.imageio`; "transposed" is
 (slice, row, col) after ``transpose_forward``.
@@ -33,8 +38,16 @@ MappingMode = Literal["replicate", "context", "modalities", "rgb"]
 Augmentation = Literal["default", "dg_strong", "none", "dg_gin", "dg_slaug", "dg_fourier", "dg_all"]
 
 
-def _doc(text: str, **kwargs) -> Any:
-    return field(metadata={"doc": text}, **kwargs)
+BOUNDS = ("minimum", "exclusive_minimum", "maximum", "exclusive_maximum")
+
+
+def _doc(text: str, *, minimum: float | None = None, exclusive_minimum: float | None = None,
+         maximum: float | None = None, exclusive_maximum: float | None = None, **kwargs) -> Any:
+    """A dataclass field documented by ``text``; numbers (also inside lists and dict values) must lie in the bounds."""
+    bounds = {"minimum": minimum, "exclusive_minimum": exclusive_minimum, "maximum": maximum,
+              "exclusive_maximum": exclusive_maximum}
+    metadata = {"doc": text, **{name: value for name, value in bounds.items() if value is not None}}
+    return field(metadata=metadata, **kwargs)
 
 
 @dataclass
@@ -122,7 +135,8 @@ class Plans:
     crop_to_nonzero: bool = _doc("crop each case to the bounding box of nonzero voxels (all channels) first")
     sam: SamSettings = _doc("SAM variant settings")
     training: TrainingSettings = _doc("training defaults")
-    methods: dict[str, dict[str, Any]] = _doc("default settings of every registered method, by method name")
+    methods: dict[str, dict[str, Any]] = _doc("settings of every registered method, by method name (see the "
+                                             "method settings below)")
     decisions: list[Decision] = _doc("every planner decision with its reason, user overrides last",
                                      default_factory=list)
     schema_version: int = _doc("plans schema version (migrated on load)", default=SCHEMA_VERSION)
@@ -137,6 +151,7 @@ class Plans:
     def from_dict(cls, data: dict[str, Any], source: str = "plans") -> "Plans":
         data = migrate(copy.deepcopy(data), source)
         plans = _build(cls, data, source)
+        _complete_method_blocks(plans, source)
         plans.validate(source)
         return plans
 
@@ -268,9 +283,39 @@ def _build(cls, data: Any, where: str):
     for f in dataclasses.fields(cls):
         if f.name in data:
             values[f.name] = _convert(data[f.name], hints[f.name], f"{where}.{f.name}")
+            check_bounds(values[f.name], f.metadata, f"{where}.{f.name}")
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise SamdgError(f"{where}: missing key '{f.name}'")
     return cls(**values)
+
+
+def check_bounds(value: Any, metadata: Any, where: str) -> None:
+    """``value`` against the bounds in a field's ``metadata`` (numbers; list items and dict values one by one)."""
+    bounds = {name: metadata[name] for name in BOUNDS if name in metadata}
+    if not bounds or value is None or isinstance(value, (bool, str)):
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_bounds(item, metadata, f"{where}.{i}")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_bounds(item, metadata, f"{where}.{key}")
+        return
+    if value != value:  # NaN compares false with every bound
+        raise SamdgError(f"{where}: must be {bounds_text(metadata)}, got {value!r}")
+    broken = (("minimum" in bounds and value < bounds["minimum"])
+              or ("exclusive_minimum" in bounds and value <= bounds["exclusive_minimum"])
+              or ("maximum" in bounds and value > bounds["maximum"])
+              or ("exclusive_maximum" in bounds and value >= bounds["exclusive_maximum"]))
+    if broken:
+        raise SamdgError(f"{where}: must be {bounds_text(metadata)}, got {value!r}")
+
+
+def bounds_text(metadata: Any) -> str:
+    """The bounds of a field as text, e.g. ``> 0 and <= 1``; empty when it has none."""
+    symbols = {"minimum": ">=", "exclusive_minimum": ">", "maximum": "<=", "exclusive_maximum": "<"}
+    return " and ".join(f"{symbols[name]} {metadata[name]:g}" for name in BOUNDS if name in metadata)
 
 
 def _type_name(hint: Any) -> str:
@@ -327,10 +372,37 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     raise TypeError(f"unsupported type hint {hint!r} at {where}")  # a programming error, not a user error
 
 
+# ----------------------------------------------------------------------------------------------- method blocks
+def method_settings_classes() -> dict[str, type]:
+    """The settings dataclass of every registered method, by name (the registry lives with the models)."""
+    from samdg.models.methods import settings_classes
+
+    return settings_classes()
+
+
+def typed_method_block(name: str, block: Any, where: str):
+    """A method's block of ``plans.methods`` as its settings dataclass: types and bounds checked, keys the block
+    lacks (settings added since it was written) filled with their defaults. ``None`` for an unregistered method."""
+    cls = method_settings_classes().get(name)
+    return None if cls is None else _build(cls, {} if block is None else block, where)
+
+
+def _complete_method_blocks(plans: "Plans", source: str) -> None:
+    """Check every registered method's block and fill in its defaults (blocks of unknown methods stay as they are)."""
+    for name, block in list(plans.methods.items()):
+        settings = typed_method_block(name, block, f"{source}.methods.{name}")
+        if settings is not None:
+            plans.methods[name] = to_plain(settings)
+
+
 # ----------------------------------------------------------------------------------------------- overrides
 def _resolve(root: Any, hint: Any, parts: list[str], key: str):
-    """Walk a dotted key; return (container, last part, hint of the last part)."""
-    node, node_hint = root, hint
+    """Walk a dotted key; return (container, last part, hint of the last part, metadata of its dataclass field).
+
+    The metadata (doc and bounds) is that of the last dataclass field on the way: a list entry or dict value
+    inherits the bounds of the field that holds the list or dict.
+    """
+    node, node_hint, metadata = root, hint, {}
     for depth, part in enumerate(parts):
         last = depth == len(parts) - 1
         origin, args = typing.get_origin(node_hint), typing.get_args(node_hint)
@@ -339,25 +411,95 @@ def _resolve(root: Any, hint: Any, parts: list[str], key: str):
             if part not in hints:
                 raise SamdgError(f"--override {key}: unknown key '{part}'; valid keys here: {', '.join(hints)}")
             child, child_hint = getattr(node, part), hints[part]
+            metadata = {f.name: f for f in dataclasses.fields(node)}[part].metadata
         elif isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
                 raise SamdgError(f"--override {key}: '{part}' is not an index of a list of {len(node)} entries")
-            child, child_hint = node[int(part)], args[0] if args else Any
+            child, child_hint = node[int(part)], _element_hint(node_hint, 0)
         elif isinstance(node, dict):
             if part not in node:
                 raise SamdgError(f"--override {key}: unknown key '{part}'; valid keys here: {', '.join(node) or 'none'}")
-            child = node[part]
-            child_hint = args[1] if origin is dict and len(args) == 2 and args[1] is not Any else _hint_of_value(child)
+            child, child_hint = node[part], _element_hint(node_hint, 1)
         else:
             raise SamdgError(f"--override {key}: '{parts[depth - 1]}' has no sub-keys")
         if last:
-            return node, part, child_hint
+            return node, part, child_hint, metadata
         node, node_hint = child, child_hint
     raise SamdgError("--override: empty key")
 
 
+def _element_hint(hint: Any, index: int) -> Any:
+    """The item type of a ``list[T]`` (index 0) or the value type of a ``dict[K, V]`` (index 1), also inside
+    ``X | None``."""
+    options = [hint] if typing.get_origin(hint) in (list, dict) else [
+        a for a in typing.get_args(hint) if typing.get_origin(a) in (list, dict)]
+    args = typing.get_args(options[0]) if options else ()
+    return args[index] if len(args) > index else Any
+
+
+def valid_override_keys(plans: Plans) -> list[str]:
+    """Every dotted key ``apply_overrides`` accepts for ``plans`` (lists by index, method settings by name)."""
+    keys: list[str] = []
+    typed = method_settings_classes()
+
+    def walk(node: Any, prefix: str) -> None:
+        if dataclasses.is_dataclass(node):
+            for f in dataclasses.fields(node):
+                if f.name == "decisions":
+                    continue
+                keys.append(prefix + f.name)
+                walk(getattr(node, f.name), f"{prefix}{f.name}.")
+        elif isinstance(node, dict) and prefix == "methods.":
+            for name, block in node.items():
+                keys.append(prefix + name)
+                settings = typed_method_block(name, block, f"methods.{name}") if name in typed else None
+                walk(settings if settings is not None else block, f"{prefix}{name}.")
+        elif isinstance(node, dict) and prefix.startswith("methods."):
+            for k, v in node.items():
+                keys.append(prefix + k)
+        elif isinstance(node, list) and node and dataclasses.is_dataclass(node[0]):
+            for i, v in enumerate(node):
+                walk(v, f"{prefix}{i}.")
+
+    walk(plans, "")
+    return keys
+
+
+def _set(container: Any, last: str, value: Any) -> Any:
+    """Put ``value`` at ``container[last]`` (list index, dict key or dataclass field); return the old value."""
+    if isinstance(container, list):
+        old, container[int(last)] = container[int(last)], value
+    elif isinstance(container, dict):
+        old, container[last] = container[last], value
+    else:
+        old = getattr(container, last)
+        setattr(container, last, value)
+    return old
+
+
+def _override_method_setting(plans: Plans, parts: list[str], value: Any, key: str) -> tuple[Any, Any]:
+    """``methods.<name>.<key>[...] = value`` typed and bounded by the method's settings dataclass; returns (new
+    value, old value). Unregistered methods' blocks are free-form (the type of the current value is kept)."""
+    name, where = parts[1], f"--override {key}"
+    if name not in method_settings_classes():
+        container, last, hint, metadata = _resolve(plans.methods, dict[str, dict[str, Any]], parts[1:], key)
+        converted = _convert(value, hint if hint is not Any else _hint_of_value(container[last]), where)
+        return converted, _set(container, last, converted)
+    settings = typed_method_block(name, plans.methods.get(name), f"methods.{name}")
+    if len(parts) == 2:  # the whole block as one JSON object
+        new = typed_method_block(name, value, where)
+        plans.methods[name] = to_plain(new)
+        return to_plain(new), to_plain(settings)
+    container, last, hint, metadata = _resolve(settings, type(settings), parts[2:], key)
+    converted = _convert(value, hint, where)
+    check_bounds(converted, metadata, where)
+    old = _set(container, last, converted)
+    plans.methods[name] = to_plain(settings)
+    return converted, old
+
+
 def _hint_of_value(value: Any) -> Any:
-    """Type of a free-form settings entry (method settings): the type of its current value."""
+    """Type of a free-form settings entry (an unregistered method's block): the type of its current value."""
     if isinstance(value, bool):
         return bool
     if isinstance(value, (int, float)):
@@ -367,56 +509,30 @@ def _hint_of_value(value: Any) -> Any:
     return Any
 
 
-def valid_override_keys(plans: Plans) -> list[str]:
-    """Every dotted key ``apply_overrides`` accepts for ``plans`` (lists by index, method settings by name)."""
-    keys: list[str] = []
-
-    def walk(node: Any, prefix: str) -> None:
-        if dataclasses.is_dataclass(node):
-            for f in dataclasses.fields(node):
-                if f.name == "decisions":
-                    continue
-                keys.append(prefix + f.name)
-                walk(getattr(node, f.name), f"{prefix}{f.name}.")
-        elif isinstance(node, dict) and prefix.startswith("methods."):
-            for k, v in node.items():
-                keys.append(prefix + k)
-                walk(v, f"{prefix}{k}.")
-        elif isinstance(node, list) and node and dataclasses.is_dataclass(node[0]):
-            for i, v in enumerate(node):
-                walk(v, f"{prefix}{i}.")
-
-    walk(plans, "")
-    return keys
-
-
 def apply_overrides(plans: Plans, overrides: dict[str, Any], reason: str = "set by the user (--override)") -> Plans:
     """Return a copy of ``plans`` with dotted keys replaced, e.g. ``{"training.batch_size": 4}``.
 
-    Keys and value types are checked (an unknown key raises SamdgError listing the valid keys); each change is
-    appended to ``decisions``. ``decisions`` itself cannot be overridden.
+    Keys, value types and bounds are checked (an unknown key raises SamdgError listing the valid keys); each change
+    is appended to ``decisions``. ``decisions`` itself cannot be overridden.
     """
     result = copy.deepcopy(plans)
     for key, value in overrides.items():
         parts = key.split(".")
         if parts[0] == "decisions":
             raise SamdgError("--override decisions: the decision log cannot be overridden")
-        try:
-            container, last, hint = _resolve(result, Plans, parts, key)
-        except SamdgError as error:
-            if "unknown key" in str(error) and len(parts) == 1:
-                raise SamdgError(f"--override {key}: unknown key; valid keys: {', '.join(valid_override_keys(plans))}") from None
-            raise
-        converted = _convert(value, hint, f"--override {key}")
-        if isinstance(container, list):
-            old = container[int(last)]
-            container[int(last)] = converted
-        elif isinstance(container, dict):
-            old = container[last]
-            container[last] = converted
+        if parts[0] == "methods" and len(parts) >= 2:
+            converted, old = _override_method_setting(result, parts, value, key)
         else:
-            old = getattr(container, last)
-            setattr(container, last, converted)
+            try:
+                container, last, hint, metadata = _resolve(result, Plans, parts, key)
+            except SamdgError as error:
+                if "unknown key" in str(error) and len(parts) == 1:
+                    raise SamdgError(f"--override {key}: unknown key; valid keys: "
+                                     f"{', '.join(valid_override_keys(plans))}") from None
+                raise
+            converted = _convert(value, hint, f"--override {key}")
+            check_bounds(converted, metadata, f"--override {key}")
+            old = _set(container, last, converted)
         if key in ("transpose_forward", "slice_axis"):
             _sync_transpose(result, key)
         result.decisions.append(Decision(key, to_plain(converted), f"{reason}; planner chose {to_plain(old)!r}"))
@@ -436,22 +552,29 @@ def _sync_transpose(plans: Plans, key: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------- documentation
+def _default_text(f: dataclasses.Field) -> str:
+    if f.default is not dataclasses.MISSING:
+        return f"`{json.dumps(f.default)}`"
+    if f.default_factory is not dataclasses.MISSING:
+        return f"`{json.dumps(f.default_factory())}`"
+    return "planned"
+
+
+def settings_table(cls: type, prefix: str, title: str) -> str:
+    """A Markdown table of a settings dataclass: key, type, default, allowed range, meaning (from ``_doc``)."""
+    hints = _hints(cls)
+    rows = [title, "", "| key | type | default | range | meaning |", "| --- | --- | --- | --- | --- |"]
+    for f in dataclasses.fields(cls):
+        type_name = _type_name(hints[f.name]).replace("|", "or")
+        rows.append(f"| `{prefix}{f.name}` | `{type_name}` | {_default_text(f)} | {bounds_text(f.metadata)} "
+                    f"| {f.metadata.get('doc', '')} |")
+    return "\n".join(rows)
+
+
 def field_reference_markdown() -> str:
     """Markdown tables of every plans field (type, default, meaning), generated from the dataclasses."""
-    sections = []
-    for cls, prefix in ((Plans, ""), (ChannelNormalization, "normalization.N."), (ChannelMapping, "channel_mapping."),
-                        (SamSettings, "sam."), (TrainingSettings, "training."), (Decision, "decisions.N.")):
-        hints = _hints(cls)
-        rows = [f"### `{cls.__name__}` ({cls.__doc__.strip()})", "", "| key | type | default | meaning |",
-                "| --- | --- | --- | --- |"]
-        for f in dataclasses.fields(cls):
-            if f.default is not dataclasses.MISSING:
-                default = f"`{json.dumps(f.default)}`"
-            elif f.default_factory is not dataclasses.MISSING:
-                default = f"`{json.dumps(f.default_factory())}`"
-            else:
-                default = "planned"
-            type_name = _type_name(hints[f.name]).replace("|", "or")
-            rows.append(f"| `{prefix}{f.name}` | `{type_name}` | {default} | {f.metadata.get('doc', '')} |")
-        sections.append("\n".join(rows))
+    sections = [settings_table(cls, prefix, f"### `{cls.__name__}` ({cls.__doc__.strip()})")
+                for cls, prefix in ((Plans, ""), (ChannelNormalization, "normalization.N."),
+                                    (ChannelMapping, "channel_mapping."), (SamSettings, "sam."),
+                                    (TrainingSettings, "training."), (Decision, "decisions.N."))]
     return "\n\n".join(sections) + "\n"

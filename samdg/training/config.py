@@ -15,7 +15,7 @@ from typing import Any
 from samdg.errors import SamdgError
 from samdg.labels import LabelSpec
 from samdg.paths import preprocessed_dataset_dir, resolve_dataset_name
-from samdg.planning.plans import PLANS_NAME, Plans, apply_overrides
+from samdg.planning.plans import PLANS_NAME, Plans, apply_overrides, to_plain
 from samdg.training.dataset import PreprocessedCase, load_preprocessed_cases
 from samdg.training.embedding_cache import CACHE_MODES
 from samdg.training.splits import fold_cases, parse_fold
@@ -59,7 +59,7 @@ class TrainingRun:
     global_batch_size: int
     num_workers: int
     augmentation: str
-    method_settings: dict[str, Any]
+    method_settings: Any  # the method's settings dataclass (samdg.models.methods.settings.MethodSettings)
     preprocessed_dir: Path
     dataset_json_path: Path | None
 
@@ -74,16 +74,15 @@ def _positive(name: str, value: int | None) -> None:
         raise SamdgError(f"{name} must be at least 1, got {value}")
 
 
-def _apply_method_input_size(plans: Plans, method_settings: dict[str, Any], method: str,
+def _apply_method_input_size(plans: Plans, by_family: dict[str, int], method: str,
                              overrides: dict[str, Any]) -> None:
     """A method may prefer an input size per backbone family (DAPSAM trains ViT-B at 384). It replaces the plan's
     ``sam.input_size`` unless the user set that key, and the change is recorded as a decision."""
-    by_family = method_settings.get("input_size_by_family") or {}
     if "sam.input_size" in overrides or not by_family:
         return
     from samdg.models.backbones import get_variant
 
-    size = int(by_family.get(get_variant(plans.sam.variant).family, 0) or 0)
+    size = by_family.get(get_variant(plans.sam.variant).family, 0)
     if size and size != plans.sam.input_size:
         from samdg.planning.plans import Decision
 
@@ -93,13 +92,14 @@ def _apply_method_input_size(plans: Plans, method_settings: dict[str, Any], meth
 
 
 def plans_for_method(dataset_name: str, method: str, overrides: dict[str, Any]) -> Plans:
-    """The dataset's saved plans, ``method``'s block completed with the defaults of settings added since planning,
-    then the overrides applied (a bad key or value is a SamdgError)."""
+    """The dataset's saved plans, ``method``'s block checked and completed with the defaults of settings added
+    since planning (or all defaults for a method registered after planning), then the overrides applied (a bad
+    key, type or value is a SamdgError naming the key)."""
     from samdg.models.methods import resolve_settings
     from samdg.planning.api import load_plans
 
     plans = load_plans(dataset_name)
-    plans.methods[method] = resolve_settings(method, plans.methods.get(method))
+    plans.methods[method] = to_plain(resolve_settings(method, plans.methods.get(method)))
     return apply_overrides(plans, overrides) if overrides else plans
 
 
@@ -130,9 +130,9 @@ def resolve_run(args: TrainingArgs, device_type: str, world_size: int = 1) -> Tr
     train_cases, val_cases = fold_cases(preprocessed_dir, domains, fold, args.source_domains)
 
     training = plans.training
-    _apply_method_input_size(plans, method_settings, args.method, args.overrides)
+    _apply_method_input_size(plans, method_settings.input_size_by_family, args.method, args.overrides)
     # Precedence: command line > the method's own published default (GPU only) > the plan's training block.
-    method_batch = method_settings.get("batch_size") or None
+    method_batch = method_settings.batch_size or None
     batch = args.batch_size or (
         (method_batch or training.batch_size) if device_type == "cuda" else training.batch_size_cpu)
     if batch % world_size:
@@ -157,7 +157,7 @@ def resolve_run(args: TrainingArgs, device_type: str, world_size: int = 1) -> Tr
         cases=cases,
         train_cases=train_cases,
         val_cases=val_cases,
-        epochs=args.epochs or method_settings.get("num_epochs") or training.num_epochs,
+        epochs=args.epochs or method_settings.num_epochs or training.num_epochs,
         iters_per_epoch=iters,
         val_iterations=validation_iterations(iters),
         global_batch_size=batch,

@@ -1,38 +1,57 @@
-"""Optimiser and learning-rate schedule from the method's ``optimizer_settings()``.
+"""The trainer's side of optimisation: what a method declares becomes what the loop steps.
 
-AdamW on the method's trainable parameters; the learning rate rises linearly for the first
-``warmup_fraction`` of all iterations, then decays as ``(1 - t / T) ** poly_exponent`` (nnU-Net's poly rule,
-applied per iteration rather than per epoch so short runs decay smoothly). The schedule is stepped once per
-iteration and its state is saved in every checkpoint.
+The method decides (``trainable_parameters``, ``teacher_modules``, ``configure_optimizers``; see
+:mod:`samdg.models.methods.base`); these functions apply it, and the trainer calls nothing else:
+
+- :func:`prepare_for_training`: ``requires_grad`` exactly on the declared trainable parameters; teachers moved to
+  the device, frozen and in eval mode.
+- :func:`configure_optimization`: the method's :class:`~samdg.models.methods.optimization.OptimizerSetup` for the
+  whole run, checked to update exactly the declared trainable parameters.
+- :func:`optimizer_step`: unscale, clip, step; the scheduler too when it runs per iteration
+  (:func:`end_of_epoch` steps a per-epoch one).
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-
-def build_optimizer(parameters: list[nn.Parameter], settings: dict) -> torch.optim.Optimizer:
-    if not parameters:
-        raise ValueError("the method has no trainable parameters")
-    return torch.optim.AdamW(parameters, lr=float(settings["lr"]), weight_decay=float(settings["weight_decay"]),
-                             betas=tuple(float(b) for b in settings.get("betas", (0.9, 0.999))))
+from samdg.models.methods.optimization import OptimizerSetup
 
 
-def warmup_poly_factor(step: int, total: int, warmup: int, exponent: float) -> float:
-    """Multiplier of the base learning rate at iteration ``step`` (0-based) of ``total``."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    decay_steps = max(1, total - warmup)
-    progress = min(1.0, (step - warmup) / decay_steps)
-    return max(0.0, 1.0 - progress) ** exponent
+def prepare_for_training(method: nn.Module, device: torch.device) -> list[nn.Parameter]:
+    """Freeze all but the declared trainable parameters and bring the teachers along; returns the trainable ones."""
+    for teacher in method.teacher_modules().values():
+        teacher.to(device).eval()
+    return method.freeze_all_but_trainable()
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, settings: dict,
-                    total_iterations: int) -> torch.optim.lr_scheduler.LambdaLR:
-    warmup = int(math.floor(float(settings.get("warmup_fraction", 0.0)) * total_iterations))
-    exponent = float(settings.get("poly_exponent", 0.9))
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_poly_factor(step, total_iterations, warmup, exponent))
+def configure_optimization(method: nn.Module, total_steps: int) -> OptimizerSetup:
+    """``method.configure_optimizers(total_steps)``; an optimiser that misses a trainable parameter or updates
+    a frozen one is a programming error of the method (ValueError naming the count)."""
+    setup = method.configure_optimizers(total_steps)
+    optimised = [id(p) for p in setup.parameters()]
+    declared = {id(p) for p in method.trainable_parameters()}
+    if len(optimised) != len(set(optimised)) or set(optimised) != declared:
+        raise ValueError(f"{type(method).__name__}.configure_optimizers must update each of the "
+                         f"{len(declared)} trainable parameters exactly once; its optimiser holds {len(optimised)} "
+                         f"({len(set(optimised) - declared)} not declared trainable)")
+    return setup
+
+
+def optimizer_step(setup: OptimizerSetup, scaler: torch.amp.GradScaler) -> None:
+    """One optimiser step on the gradients in ``.grad``: unscale, clip to ``setup.grad_clip``, step, and the
+    scheduler when it runs per iteration."""
+    scaler.unscale_(setup.optimizer)
+    if setup.grad_clip:
+        torch.nn.utils.clip_grad_norm_(setup.parameters(), float(setup.grad_clip))
+    scaler.step(setup.optimizer)
+    scaler.update()
+    if setup.interval == "step":
+        setup.scheduler.step()
+
+
+def end_of_epoch(setup: OptimizerSetup) -> None:
+    """Step a per-epoch scheduler (ESP-MedSAM's ExponentialLR); a per-iteration one was stepped already."""
+    if setup.interval == "epoch":
+        setup.scheduler.step()

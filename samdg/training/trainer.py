@@ -10,6 +10,9 @@ Precision: bf16 autocast on CUDA, fp32 on the CPU. The loop calls, per iteration
     outputs = model(batch)                      # DDP-wrapped method.forward
     loss, parts = method.loss(outputs, batch)
     loss.backward(); clip; optimizer.step(); scheduler.step()
+
+The optimiser, its parameter groups and scheduler come from ``method.configure_optimizers(total_steps)`` (see
+:mod:`samdg.training.optim`); a per-epoch scheduler is stepped after each epoch instead.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from samdg.errors import SamdgError
+from samdg.models.methods import resolve_settings
 from samdg.models.params import count_parameters, count_trainable
+from samdg.planning.plans import to_plain
 from samdg.training import checkpoint as ckpt
 from samdg.training.config import TrainingArgs, TrainingRun, resolve_run
 from samdg.training.distributed import (
@@ -42,7 +47,7 @@ from samdg.training.distributed import (
 )
 from samdg.training.embedding_cache import EmbeddingCache, cache_key
 from samdg.training.loader import SliceBatches, make_loader
-from samdg.training.optim import build_optimizer, build_scheduler
+from samdg.training.optim import configure_optimization, end_of_epoch, optimizer_step, prepare_for_training
 from samdg.training.progress import TrainingRecord
 from samdg.training.results import fold_folder_in_use, results_fold_dir
 from samdg.training.sampler import TRAIN_STREAM, VALIDATION_STREAM, SliceSampler
@@ -96,20 +101,16 @@ class Trainer:
                                            run.method_settings, run.label_spec, sam_checkpoint=plans.sam.checkpoint)
         self.method.to(self.device)
         # The trainable set is exactly what the method declares (DDP only tracks parameters that require grad).
-        self.method.requires_grad_(False)
-        trainable = self.method.trainable_parameters()
-        for parameter in trainable:
-            parameter.requires_grad_(True)
+        prepare_for_training(self.method, self.device)
         torch.manual_seed(run.args.seed + 1_000_003 * context.rank)  # per-rank stream for in-method randomness
 
         self.model = self.method
         if context.enabled:
             self.model = DistributedDataParallel(
                 self.method, device_ids=[context.local_rank] if self.device.type == "cuda" else None,
-                find_unused_parameters=bool(getattr(self.method, "ddp_find_unused_parameters", False)))
-        self.optimizer_settings = self.method.optimizer_settings()
-        self.optimizer = build_optimizer(trainable, self.optimizer_settings)
-        self.scheduler = build_scheduler(self.optimizer, self.optimizer_settings, run.epochs * run.iters_per_epoch)
+                find_unused_parameters=self.method.ddp_find_unused_parameters())
+        self.optimization = configure_optimization(self.method, run.epochs * run.iters_per_epoch)
+        self.optimizer, self.scheduler = self.optimization.optimizer, self.optimization.scheduler
         self.amp_dtype = torch.bfloat16 if self.device.type == "cuda" else None
         # bf16 needs no loss scaling; the scaler is kept (disabled) so fp16 could be switched on without a new format.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)
@@ -202,13 +203,7 @@ class Trainer:
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=True)
         parts = self.forward_backward(self.prepare(batch))
-        self.scaler.unscale_(self.optimizer)
-        clip = self.optimizer_settings.get("grad_clip")
-        if clip:
-            torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], float(clip))
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
+        optimizer_step(self.optimization, self.scaler)
         return parts
 
     # ------------------------------------------------------------------------------------------ epochs
@@ -228,6 +223,7 @@ class Trainer:
                 sums[key] += value
             bar.set_postfix(loss=f"{parts['loss']:.4f}")
         bar.close()
+        end_of_epoch(self.optimization)
         keys = sorted(sums)
         totals = all_reduce_sum(torch.tensor([sums[k] for k in keys], dtype=torch.float64), self.context)
         count = self.run.iters_per_epoch * self.context.world_size
@@ -290,7 +286,7 @@ class Trainer:
         return {
             "format_version": ckpt.FORMAT_VERSION,
             "method": self.run.args.method,
-            "method_settings": self.run.method_settings,
+            "method_settings": to_plain(self.run.method_settings),
             "labels": plans.labels,
             "regions_class_order": plans.regions_class_order,
             "variant": plans.sam.variant,
@@ -312,9 +308,11 @@ class Trainer:
         plans = self.run.plans
         mismatches = [key for key, now in (("method", self.run.args.method), ("variant", plans.sam.variant),
                                            ("input_size", plans.sam.input_size)) if state.get(key) != now]
-        saved_settings = state.get("method_settings", {})
-        for key in sorted(set(saved_settings) | set(self.run.method_settings)):
-            if saved_settings.get(key) != self.run.method_settings.get(key):
+        # Compared with defaults filled in, so a checkpoint written before a setting existed still continues.
+        settings = to_plain(self.run.method_settings)
+        saved_settings = to_plain(resolve_settings(self.run.args.method, state.get("method_settings")))
+        for key in sorted(set(saved_settings) | set(settings)):
+            if saved_settings.get(key) != settings.get(key):
                 mismatches.append(f"methods.{self.run.args.method}.{key}")
         if mismatches:
             raise SamdgError(f"{source}: cannot continue, the checkpoint differs in {', '.join(mismatches)} "

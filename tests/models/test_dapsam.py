@@ -10,13 +10,11 @@ import torch
 import samdg.models.methods.dapsam  # noqa: F401  (registers "dapsam")
 from samdg.errors import SamdgError
 from samdg.labels import LabelSpec
-from samdg.models.backbones import build_sam
-from samdg.models.backbones import ConvBlock, TransformerBlock
+from samdg.models.backbones import ConvBlock, TransformerBlock, build_sam
 from samdg.models.layers.adapters import ChannelAttentionFilter, GeneralizedAdapter, ParallelAdapter
 from samdg.models.layers.low_level_features import LOW_LEVEL_KEY, LowLevelFeatures
 from samdg.models.layers.prototype_prompt import MemoryBank, PrototypePromptGenerator
 from samdg.models.methods import build_method, default_settings
-from samdg.training.optim import build_optimizer
 
 TINY = ("tiny_vit_test", "tiny_tinyvit_test")
 SPEC = LabelSpec.from_dataset_json({"background": 0, "organ": 1, "lesion": 2})
@@ -249,10 +247,21 @@ def test_defaults_carry_the_reference_recipe():
     assert settings["scrambled_low_level_embedding"] is False and settings["width_gated_filter"] is False
     assert settings["input_size_by_family"]["vit"] == 384 and settings["batch_size"] == 8
     method = make_dapsam("tiny_vit_test")
-    optimizer = method.optimizer_settings()
-    assert optimizer["lr"] == 5e-4 and optimizer["weight_decay"] == 0.1 and optimizer["poly_exponent"] == 0.9
-    assert 0 < optimizer["warmup_fraction"] < 0.05
-    assert (method.settings["bce_weight"], method.settings["dice_weight"]) == (0.2, 0.8)
+    assert method.settings.poly_exponent == 0.9 and 0 < method.settings.warmup_fraction < 0.05
+    assert (method.settings.bce_weight, method.settings.dice_weight) == (0.2, 0.8)
+    setup = method.configure_optimizers(total_steps=1000)
+    assert isinstance(setup.optimizer, torch.optim.AdamW) and not setup.grad_clip  # released: no clipping
+    group = setup.optimizer.param_groups[0]
+    assert group["lr"] == 5e-4 * 1 / 5 and group["weight_decay"] == 0.1  # 5 warm-up steps: 1/5 of 5e-4 at step 0
+
+
+def test_intensity_choices_are_the_backbones_conventions():
+    import typing
+
+    from samdg.models.backbones.intensity import INTENSITY_CONVENTIONS
+    from samdg.models.methods.dapsam import IntensityChoice
+
+    assert set(typing.get_args(IntensityChoice)) == {"", *INTENSITY_CONVENTIONS}
 
 
 @pytest.mark.parametrize("variant", TINY)
@@ -264,7 +273,7 @@ def test_loss_decreases_when_fitting_one_batch(variant):
     target[:, size // 4: size // 2, size // 4: 3 * size // 4] = 1
     target[:, size // 2 + 2: 3 * size // 4 + 2, size // 3: 2 * size // 3] = 2
     batch = {"image": images, "target": target}
-    optimizer = build_optimizer(method.trainable_parameters(), {**method.optimizer_settings(), "lr": 1e-3})
+    optimizer = torch.optim.AdamW(method.trainable_parameters(), lr=1e-3, weight_decay=method.settings.weight_decay)
     losses = []
     for _ in range(25):
         optimizer.zero_grad()

@@ -15,7 +15,7 @@ from samdg.labels import LabelSpec
 from samdg.models.backbones import build_sam
 from samdg.models.layers.conv_decoder import TapPyramidDecoder
 from samdg.models.layers.point_prompts import mask_nms, point_grid, sample_points
-from samdg.models.layers.sam_tokens import run_two_way_transformer
+from samdg.models.layers.sam_decoding import point_prompts, run_two_way_transformer, sam_output_tokens
 from samdg.models.methods import build_method, default_settings
 from samdg.models.methods.desam import EMPTY_LOGIT, _level_scale
 from samdg.models.params import count_parameters
@@ -96,8 +96,10 @@ def test_default_settings_carry_the_released_optimisation():
     assert settings["batch_size"] == 8 and settings["num_epochs"] == 50 and settings["warmup_fraction"] == 0.0
     assert settings["prompt"] == "point" and settings["inference"] == "auto"
     assert settings["grid_points_per_side"] == 9 and settings["score_threshold"] == 0.5
-    method = make_desam()
-    assert method.optimizer_settings()["lr"] == 1e-4 and method.optimizer_settings()["betas"] == (0.9, 0.999)
+    setup = make_desam().configure_optimizers(total_steps=10)
+    group = setup.optimizer.param_groups[0]
+    assert group["lr"] == 1e-4 and group["betas"] == (0.9, 0.999) and group["weight_decay"] == 0.0
+    assert setup.grad_clip is None and setup.interval == "step"
 
 
 @pytest.mark.parametrize("variant", TINY)
@@ -108,7 +110,7 @@ def test_prim_and_pdmm_shapes(variant):
     e = method.image_encoder.config.embedding_size
     assert set(features) == {"embedding", *method.tap_names} and features["embedding"].shape == (2, 256, e, e)
     assert method.cacheable_features() == method.image_encoder.default_taps
-    sparse, dense = method._point_prompts(torch.tensor([[3.0, 5.0], [10.0, 2.0], [7.0, 7.0]]))
+    sparse, dense = point_prompts(method.prompt_encoder, torch.tensor([[3.0, 5.0], [10.0, 2.0], [7.0, 7.0]]))
     mask_embedding, score = method.prim(features["embedding"][:1], sparse, dense)  # one image, three prompts
     assert mask_embedding.shape == (3, 256, e, e) and score.shape == (3,)
     logits = method.pdmm(method._taps_deepest_first(features), guide=mask_embedding[:2])
@@ -124,11 +126,12 @@ def test_prim_reproduces_the_stock_mask_decoder_exactly():
     method = make_desam("tiny_vit_test").eval()
     decoder = method.mask_decoder
     embedding = method.encode(batch_for(method, batch=1)["image"])["embedding"]
-    sparse, dense = method._point_prompts(torch.tensor([[3.0, 5.0], [100.0, 20.0], [64.0, 64.0]]))
+    sparse, dense = point_prompts(method.prompt_encoder, torch.tensor([[3.0, 5.0], [100.0, 20.0], [64.0, 64.0]]))
     positional = method.prompt_encoder.get_dense_pe()
     with torch.no_grad():
         masks, iou = decoder.predict_masks(embedding, positional, sparse, dense.expand(3, -1, -1, -1))
-        tokens, image_tokens = run_two_way_transformer(decoder, embedding, positional, sparse, dense)
+        tokens, image_tokens = run_two_way_transformer(decoder, embedding, positional, sam_output_tokens(decoder),
+                                                       sparse, dense)
         upscaled = decoder.output_upscaling(image_tokens)
         hyper = torch.stack([mlp(tokens[:, 1 + i]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], dim=1)
         rebuilt = (hyper @ upscaled.flatten(2)).view(masks.shape)
@@ -141,7 +144,7 @@ def test_prim_reproduces_the_stock_mask_decoder_exactly():
 def test_mask_embedding_depends_on_the_prompt_and_pdmm_on_the_mask_embedding():
     method = make_desam().eval()
     features = method.encode(batch_for(method, batch=1)["image"])
-    sparse, dense = method._point_prompts(torch.tensor([[5.0, 5.0], [50.0, 40.0]]))
+    sparse, dense = point_prompts(method.prompt_encoder, torch.tensor([[5.0, 5.0], [50.0, 40.0]]))
     with torch.no_grad():
         mask_embedding, score = method.prim(features["embedding"], sparse, dense)
         logits = method.pdmm(method._taps_deepest_first(features), guide=mask_embedding)
@@ -183,7 +186,7 @@ def test_training_prompts_target_the_union_of_classes_and_are_positive_points():
     torch.testing.assert_close(outputs["score_target"], on_object)
     assert outputs["score_target"][-1] == 0  # the empty slice always gets a background point
     # encoded like the released code: label 1 whatever the location
-    sparse, _ = method._point_prompts(outputs["points"])
+    sparse, _ = point_prompts(method.prompt_encoder, outputs["points"])
     points = outputs["points"][:, None]
     positive, _ = method.prompt_encoder(points=(points, torch.ones(3, 1)), boxes=None, masks=None)
     negative, _ = method.prompt_encoder(points=(points, torch.zeros(3, 1)), boxes=None, masks=None)
@@ -254,15 +257,19 @@ def test_frozen_parts_get_no_gradient_and_cached_fp16_features_are_used():
 
 @pytest.mark.parametrize("prompt", ["point", "box"])
 def test_every_trainable_parameter_gets_a_gradient(prompt):
-    # DDP's precondition (no unused parameter), and proof that nothing trainable is dead weight.
+    # DDP's precondition: no unused parameter (a gradient that is not None). Values may be exactly zero: the SE
+    # gates after affine-free instance norms are dead by design (see the module docstring), everything else learns.
     method = make_desam(prompt=prompt).train()
     batch = batch_for(method)
     loss, _ = method.loss(method(batch), batch)
     loss.backward()
     named = {id(p): name for name, p in method.named_parameters()}
-    dead = [named[id(p)] for p in method.trainable_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert dead == []
-    assert not method.ddp_find_unused_parameters
+    unused = [named[id(p)] for p in method.trainable_parameters() if p.grad is None]
+    assert unused == []
+    zero = {named[id(p)] for p in method.trainable_parameters() if not p.grad.abs().sum() > 0}
+    assert all(".se." in name for name in zero)  # only the dead SE gates
+    assert not method.ddp_find_unused_parameters()
+    assert make_desam(train_unused_decoder_parts=True).ddp_find_unused_parameters()
 
 
 def test_frozen_batch_norms_stay_in_eval_mode_when_training():
@@ -342,7 +349,7 @@ def scripted_scores(method, scores: torch.Tensor):
     """Make PRIM return ``scores[i]`` for grid point i (recognised by its prompt token), with its real mask
     embedding. Returns the real PRIM."""
     real_prim = method.prim
-    grid_tokens = method._point_prompts(point_grid(3, method.input_size))[0][:, 0]  # (9,256)
+    grid_tokens = point_prompts(method.prompt_encoder, point_grid(3, method.input_size))[0][:, 0]  # (9,256)
 
     def prim(embedding, sparse, dense):
         mask_embedding, _ = real_prim(embedding, sparse, dense)
@@ -363,7 +370,7 @@ def test_grid_inference_decodes_the_best_kept_point_and_is_empty_when_none_is_ke
     real_prim = scripted_scores(method, scores)
     with torch.no_grad():
         logits = method.predict(images)
-        sparse, dense = method._point_prompts(grid[3:4])
+        sparse, dense = point_prompts(method.prompt_encoder, grid[3:4])
         guide, _ = real_prim(features["embedding"], sparse, dense)
         expected = method.pdmm(method._taps_deepest_first(features), guide=guide)
     e = method.image_encoder.config.embedding_size
@@ -389,12 +396,12 @@ def test_grid_inference_of_a_batch_handles_images_with_and_without_a_kept_point(
         is_image_1 = torch.tensor([torch.equal(e, features["embedding"][1]) for e in embedding])
         return mask_embedding, torch.where(is_image_1, torch.zeros_like(x), x)
 
-    grid_tokens = method._point_prompts(grid)[0][:, 0]
+    grid_tokens = point_prompts(method.prompt_encoder, grid)[0][:, 0]
     method.prim = prim
     with torch.no_grad():
         logits = method.predict(images, features)
         # the right-most grid column scores highest; argmax takes its first point, grid index 2
-        sparse, dense = method._point_prompts(grid[[2, 2]])
+        sparse, dense = point_prompts(method.prompt_encoder, grid[[2, 2]])
         guides, _ = real_prim(features["embedding"][[0, 2]], sparse, dense)
         expected = method.pdmm([t[[0, 2]] for t in method._taps_deepest_first(features)], guide=guides)
     assert torch.all(logits[1] == EMPTY_LOGIT)
@@ -406,16 +413,16 @@ def test_grid_mean_merge_averages_the_kept_points_and_chunking_changes_nothing()
     images = batch_for(method, batch=2)["image"]
     with torch.no_grad():
         one_pass = method.predict(images)
-        method.settings["prompts_per_pass"] = 2
+        method.settings.prompts_per_pass = 2
         chunked = method.predict(images)
     torch.testing.assert_close(one_pass, chunked, rtol=1e-4, atol=1e-4)
     assert one_pass.shape == (2, SPEC.num_classes, 64, 64) and torch.isfinite(one_pass).all()
 
-    method.settings["grid_merge"] = "top"
+    method.settings.grid_merge = "top"
     scripted_scores(method, torch.tensor([0.1, 0.7, 0.2, 0.9, 0.3, 0.6, 0.0, 0.4, 0.2]))
     with torch.no_grad():
         top = method.predict(images[:1])
-        method.settings["grid_merge"] = "mean"
+        method.settings.grid_merge = "mean"
         mean = method.predict(images[:1])
     assert not torch.allclose(top, mean)  # three kept points (0.7, 0.9, 0.6) with different masks
 
@@ -426,7 +433,7 @@ def test_predict_runs_in_both_modes_and_returns_k_logits(variant):
     images = batch_for(method, batch=2)["image"]
     e = method.image_encoder.config.embedding_size
     for mode in ("grid", "box"):
-        method.settings["inference"] = mode
+        method.settings.inference = mode
         with torch.no_grad():
             logits = method.predict(images)
         assert logits.shape == (2, SPEC.num_classes, 4 * e, 4 * e) and torch.isfinite(logits).all()

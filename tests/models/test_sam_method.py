@@ -10,7 +10,18 @@ import torch
 from samdg.labels import LabelSpec
 from samdg.models.backbones import build_sam
 from samdg.models.methods import build_method
-from samdg.models.methods.decoder import per_class_mask_decoder
+from samdg.models.layers.sam_decoding import (
+    box_prompts,
+    decode_masks,
+    hypernetwork_masks,
+    no_prompt,
+    per_class_mask_decoder,
+    point_prompts,
+    run_two_way_transformer,
+    sam_output_tokens,
+    upscale_image_tokens,
+    whole_image_boxes,
+)
 from samdg.models.methods.lora import LoRALinear
 from samdg.models.methods.losses import dice_bce_loss
 
@@ -67,6 +78,55 @@ def test_only_the_decoder_trains_and_gradients_reach_it(tiny_sam):
     assert set(parts) == {"dice_loss", "bce"}
     assert all(p.grad is not None for n, p in method.named_parameters() if n in trainable and "transformer" in n)
     assert all(p.grad is None for p in method.image_encoder.parameters())
+
+
+def test_decode_masks_is_the_stock_decoder_for_every_batch_layout(tiny_sam):
+    decoder, prompt_encoder = tiny_sam.mask_decoder, tiny_sam.prompt_encoder
+    positional = prompt_encoder.get_dense_pe()
+    embeddings = torch.randn(3, 256, 16, 16)
+    boxes = torch.tensor([[0.0, 0.0, 30.0, 30.0], [5.0, 9.0, 60.0, 40.0], [20.0, 20.0, 63.0, 63.0]])
+    with torch.no_grad():
+        # three images, no prompt (sam, dapsam): stock predict_masks image by image
+        sparse, dense = no_prompt(prompt_encoder)
+        masks, iou = decode_masks(decoder, embeddings, positional, sparse, dense)
+        for i in range(3):
+            expected, expected_iou = decoder.predict_masks(embeddings[i : i + 1], positional, sparse, dense)
+            torch.testing.assert_close(masks[i : i + 1], expected, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(iou[i : i + 1], expected_iou, rtol=1e-5, atol=1e-5)
+        # one image, three box prompts (segment-anything's own layout)
+        sparse, dense = box_prompts(prompt_encoder, boxes)
+        masks, iou = decode_masks(decoder, embeddings[:1], positional, sparse, dense)
+        expected, expected_iou = decoder.predict_masks(embeddings[:1], positional, sparse, dense.expand(3, -1, -1, -1))
+        torch.testing.assert_close(masks, expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(iou, expected_iou, rtol=1e-5, atol=1e-5)
+        # one point per image (DeSAM's training layout); points are positive unless labelled otherwise
+        coords = torch.tensor([[3.0, 5.0], [40.0, 12.0], [60.0, 60.0]])
+        sparse, dense = point_prompts(prompt_encoder, coords)
+        manual, _ = prompt_encoder(points=(coords[:, None], torch.ones(3, 1)), boxes=None, masks=None)
+        torch.testing.assert_close(sparse, manual)
+        assert decode_masks(decoder, embeddings, positional, sparse, dense)[0].shape == (3, 4, 64, 64)
+    assert torch.equal(whole_image_boxes(2, 64), torch.tensor([[0.0, 0.0, 64.0, 64.0]] * 2))
+    with pytest.raises(ValueError, match="batch sizes"):
+        decode_masks(decoder, embeddings, positional, sparse[:2], dense)
+
+
+def test_any_queries_without_an_iou_token_and_a_shared_hypernetwork(tiny_sam):
+    # ESP-MedSAM's query decoder: Q learned queries, no IoU token, one hypernetwork MLP shared by the queries.
+    decoder, prompt_encoder = tiny_sam.mask_decoder, tiny_sam.prompt_encoder
+    queries = torch.nn.Embedding(7, 256)
+    embeddings = torch.randn(2, 256, 16, 16)
+    sparse, dense = no_prompt(prompt_encoder)
+    with torch.no_grad():
+        outputs, image_tokens = run_two_way_transformer(decoder, embeddings, prompt_encoder.get_dense_pe(),
+                                                        queries.weight, sparse, dense)
+        shared = decoder.output_hypernetworks_mlps[0]
+        masks = hypernetwork_masks(outputs[:, :6], upscale_image_tokens(decoder, image_tokens), [shared] * 6)
+        alone, _ = run_two_way_transformer(decoder, embeddings[1:], prompt_encoder.get_dense_pe(), queries.weight,
+                                           sparse, dense)
+    assert outputs.shape == (2, 7, 256) and image_tokens.shape == (2, 256, 16, 16)
+    assert masks.shape == (2, 6, 64, 64)
+    torch.testing.assert_close(alone, outputs[1:], rtol=1e-5, atol=1e-5)  # each image decoded on its own
+    assert sam_output_tokens(decoder, iou_token=False).shape == (4, 256)
 
 
 @pytest.mark.parametrize("variant", ["tiny_vit_test", "tiny_tinyvit_test"])

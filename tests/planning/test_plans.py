@@ -99,15 +99,76 @@ def test_overrides_change_values_and_are_recorded(plans):
     assert f"planner chose {plans.training.batch_size}" in entry.reason
 
 
-def test_override_of_method_settings(plans):
-    plans.methods = {"desam": {"lr": 1e-4, "taps": 3}}
-    changed = apply_overrides(plans, {"methods.desam.lr": 3e-4})
-    assert changed.methods["desam"]["lr"] == 3e-4
+def test_override_of_method_settings_is_typed_by_the_methods_settings_dataclass(plans):
+    changed = apply_overrides(plans, {"methods.desam.lr": 3e-4, "methods.desam.taps": ["block1", "block2", "block3"],
+                                      "methods.sam.lora_alpha": 8, "methods.dapsam.input_size_by_family.vit": 512})
+    assert changed.methods["desam"]["lr"] == 3e-4 and changed.methods["desam"]["taps"] == ["block1", "block2", "block3"]
+    assert changed.methods["sam"]["lora_alpha"] == 8.0 and isinstance(changed.methods["sam"]["lora_alpha"], float)
+    assert changed.methods["dapsam"]["input_size_by_family"] == {"vit": 512, "tinyvit": 0}
+    assert changed.decision("methods.sam.lora_alpha").reason.endswith("planner chose None")
+    # A null default (taps, lora_alpha) no longer accepts anything: the dataclass types the value.
+    with pytest.raises(SamdgError, match="--override methods.desam.taps: expected a list, got 3"):
+        apply_overrides(plans, {"methods.desam.taps": 3})
+    with pytest.raises(SamdgError, match="--override methods.sam.lora_alpha: .*'big'"):
+        apply_overrides(plans, {"methods.sam.lora_alpha": "big"})
     with pytest.raises(SamdgError, match="methods.desam.lr: expected a number"):
         apply_overrides(plans, {"methods.desam.lr": "fast"})
-    with pytest.raises(SamdgError, match="unknown key 'nope'; valid keys here: lr, taps"):
+    with pytest.raises(SamdgError, match="--override methods.desam.prompt: 'scribble' is not one of point, box"):
+        apply_overrides(plans, {"methods.desam.prompt": "scribble"})
+    with pytest.raises(SamdgError, match="unknown key 'nope'; valid keys here: lr, weight_decay"):
         apply_overrides(plans, {"methods.desam.nope": 1})
-    assert "methods.desam.lr" in valid_override_keys(plans)
+    keys = valid_override_keys(plans)
+    assert {"methods.desam.lr", "methods.sam.lora_rank", "methods.dapsam.input_size_by_family"} <= set(keys)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("methods.sam.lr", -1e-4, "> 0"),  # finding 15: torch's traceback before
+    ("methods.sam.lr", 0, "> 0"),
+    ("methods.sam.lora_rank", -1, ">= 0"),  # finding 21: accepted and recorded before
+    ("methods.sam.weight_decay", -0.01, ">= 0"),
+    ("methods.dapsam.betas.1", 1.0, ">= 0 and < 1"),
+    ("methods.dapsam.warmup_fraction", 1.5, ">= 0 and <= 1"),
+    ("methods.dapsam.input_size_by_family.vit", -384, ">= 0"),
+    ("methods.desam.decoder_widths", [16, 0, 8], ">= 1"),
+    ("methods.desam.grid_points_per_side", 0, ">= 1"),
+    ("methods.desam.background_point_probability", float("nan"), ">= 0 and <= 1"),
+])
+def test_numeric_method_settings_out_of_range_are_one_line_errors_naming_the_key(plans, key, value, message):
+    with pytest.raises(SamdgError) as error:
+        apply_overrides(plans, {key: value})
+    text = str(error.value)
+    assert text.startswith(f"--override {key}") and f"must be {message}" in text and "\n" not in text
+
+
+def test_method_blocks_are_checked_and_completed_when_plans_load(plans):
+    data = plans.to_dict()
+    del data["methods"]["sam"]["bce_weight"]  # a plan written before the setting existed
+    data["methods"]["retired_method"] = {"anything": 1}  # blocks of methods no longer registered stay as they are
+    loaded = Plans.from_dict(data, "old.json")
+    assert loaded.methods["sam"]["bce_weight"] == 1.0 and loaded.methods["retired_method"] == {"anything": 1}
+    data["methods"]["sam"]["lora_rank"] = -2
+    with pytest.raises(SamdgError, match=r"old.json.methods.sam.lora_rank: must be >= 0, got -2"):
+        Plans.from_dict(data, "old.json")
+    data["methods"]["sam"]["lora_rank"] = "2"
+    with pytest.raises(SamdgError, match=r"old.json.methods.sam.lora_rank: expected an integer"):
+        Plans.from_dict(data, "old.json")
+
+
+def test_bounds_of_plans_fields_are_checked_on_load_and_override():
+    from dataclasses import dataclass
+
+    @dataclass
+    class Bounded:
+        """test"""
+
+        rate: float = plans_module._doc("a rate", default=0.5, exclusive_minimum=0, maximum=1)
+        sizes: list[int] = plans_module._doc("sizes", default_factory=lambda: [1], minimum=1)
+
+    assert plans_module._build(Bounded, {"rate": 1, "sizes": [1, 2]}, "x").rate == 1.0
+    with pytest.raises(SamdgError, match=r"x.rate: must be > 0 and <= 1, got 0.0"):
+        plans_module._build(Bounded, {"rate": 0}, "x")
+    with pytest.raises(SamdgError, match=r"x.sizes.1: must be >= 1, got 0"):
+        plans_module._build(Bounded, {"sizes": [3, 0]}, "x")
 
 
 def test_bad_overrides_name_the_key_and_the_valid_keys(plans):
@@ -142,7 +203,13 @@ def test_preprocessing_hash_tracks_only_preprocessing_fields(plans):
 
 
 def test_documentation_field_tables_are_generated_from_the_dataclasses():
-    table = field_reference_markdown()
-    for key in ("`training.batch_size`", "`channel_mapping.slice_offsets`", "`normalization.N.scheme`", "`sam.input_size`"):
+    from samdg.models.methods import list_methods
+    from samdg.planning.docs import reference_markdown
+
+    table = reference_markdown()
+    for key in ("`training.batch_size`", "`channel_mapping.slice_offsets`", "`normalization.N.scheme`", "`sam.input_size`",
+                "`methods.sam.lora_rank`", "`methods.desam.taps`", "`methods.dapsam.memory_slots`"):
         assert key in table
+    assert all(f"### `methods.{name}`" in table for name in list_methods())  # every method's settings table
+    assert "| `methods.sam.lr` | `float` | `0.0001` | > 0 |" in table
     assert table in DOCS.read_text(), "documentation/plans.md is out of date: run python -m samdg.planning.docs"

@@ -16,6 +16,7 @@ from torch import nn
 from samdg.models.backbones.base import Backbone
 from samdg.models.backbones.checkpoints import load_state, read_checkpoint
 from samdg.models.backbones.registry import VariantConfig, get_family, get_variant
+from samdg.models.layers.sam_decoding import decode_masks
 
 
 def build_backbone(config: VariantConfig) -> Backbone:
@@ -83,24 +84,12 @@ class SamModel(nn.Module):
         """
         sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_inputs)
         batch, prompts = image_embeddings.shape[0], sparse.shape[0]
-        if prompts != batch:
-            if prompts == 1:  # no prompt (or one) for every image
-                sparse, dense = sparse.expand(batch, -1, -1), dense.expand(batch, -1, -1, -1)
-            elif batch == 1:  # one image, several prompts
-                image_embeddings = image_embeddings.expand(prompts, -1, -1, -1)
-            else:
-                raise ValueError(f"{prompts} prompt sets for {batch} image embeddings")
-        # segment-anything's decoder repeats its image embedding once per prompt (one image, many prompts). For one
-        # prompt per image the embeddings ride in the dense prompt (which the decoder adds to them) and the decoder
-        # gets a single zero image: the sum it forms is the same, without forking the decoder.
-        zero_image = image_embeddings.new_zeros((1,) + tuple(image_embeddings.shape[1:]))
-        return self.mask_decoder(
-            image_embeddings=zero_image,
-            image_pe=self.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense + image_embeddings,
-            multimask_output=multimask_output,
-        )
+        if prompts != batch and 1 not in (prompts, batch):
+            raise ValueError(f"{prompts} prompt sets for {batch} image embeddings")
+        logits, iou = decode_masks(self.mask_decoder, image_embeddings, self.prompt_encoder.get_dense_pe(), sparse,
+                                   dense)
+        chosen = slice(1, None) if multimask_output else slice(0, 1)  # segment-anything's token choice
+        return logits[:, chosen], iou[:, chosen]
 
     def forward(
         self,

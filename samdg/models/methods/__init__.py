@@ -1,9 +1,10 @@
-"""Segmentation methods built on a SAM backbone, behind one registry (see ``registry`` and ``base``).
+"""Segmentation methods built on a SAM backbone, behind one registry (see ``registry``, ``base`` and ``settings``).
 
 Importing this package registers every method shipped with samdg.
 """
 
-from samdg.models.methods.base import SegmentationMethod
+from samdg.models.methods.base import FrozenSamMethod, SegmentationMethod
+from samdg.models.methods.optimization import OptimizerSetup
 from samdg.models.methods.registry import (
     build_method,
     default_settings,
@@ -11,10 +12,16 @@ from samdg.models.methods.registry import (
     list_methods,
     register_method,
     resolve_settings,
+    settings_classes,
 )
+from samdg.models.methods.settings import MethodSettings, SamMethodSettings
 from samdg.models.methods import dapsam, desam, sam  # noqa: F401  (each module registers its method)
 
 __all__ = [
+    "FrozenSamMethod",
+    "MethodSettings",
+    "OptimizerSetup",
+    "SamMethodSettings",
     "SegmentationMethod",
     "build_method",
     "default_settings",
@@ -22,4 +29,5 @@ __all__ = [
     "list_methods",
     "register_method",
     "resolve_settings",
+    "settings_classes",
 ]

@@ -1,39 +1,127 @@
 """What every method offers the trainer and the predictor (the method contract, in code).
 
-A method is an ``nn.Module`` built as ``cls(sam, settings, label_spec)``. Tensors that cross the contract:
+A method is an ``nn.Module`` built as ``cls(sam, settings, label_spec)`` (see :mod:`.registry`); ``settings`` is
+its settings dataclass (:mod:`.settings`), checked again when the method is built. Tensors that cross the contract:
 
 - ``batch["image"]``: (B,3,S,S) float in [0,1], S = the variant's input size (the backbone applies its own
   intensity convention); ``batch["target"]``: (B,S,S) int64 label map (0 = background, may hold the ignore label);
-  ``batch["domain"]``: list of B domain names; optionally ``batch["features"]``: the cached encoder outputs
-  (see :meth:`SegmentationMethod.cacheable_features`).
+  ``batch["domain"]``: list of B domain names; ``batch["keys"]``: B "case:slice" names; optionally
+  ``batch["features"]``: cached encoder outputs (fp16, see :meth:`SegmentationMethod.cacheable_features`).
 - ``forward(batch) -> dict`` with at least ``"logits"`` (B,K,h,w); ``loss(outputs, batch) -> (total, parts)``
   where ``parts`` maps the same names to floats at every call (they are averaged over processes per epoch).
 - ``predict(images, features=None) -> logits (B,K,h,w)``: automatic (prompt-free) mode; h may be lower than S
   (SAM's decoder returns S/4); callers resize with :func:`samdg.models.methods.losses.resize_logits`.
+
+What trains, declared once per method (the trainer reads these and nothing else):
+
+- :meth:`~SegmentationMethod.trainable_parameters` is the exact set the optimiser updates; every other parameter is
+  frozen (``requires_grad`` False, set by :meth:`~SegmentationMethod.freeze_all_but_trainable`). Every trainable
+  parameter must receive a gradient at every step, or :meth:`~SegmentationMethod.ddp_find_unused_parameters` must
+  say True (DDP then searches the graph for unused ones, which costs time).
+- :meth:`~SegmentationMethod.frozen_modules` stay in eval mode while the method trains (batch-norm statistics
+  kept, dropout off); :meth:`~SegmentationMethod.trainable_modules` follow ``train()``/``eval()`` even when they sit
+  inside a frozen module (an adapter in a frozen encoder keeps its dropout and drop-path). ``train()`` applies the
+  frozen declarations first, then the trainable ones.
+- :meth:`~SegmentationMethod.teacher_modules`: frozen modules only training uses (a distillation teacher). They are
+  not sub-modules: not in ``state_dict`` (checkpoints hold the method alone), not in ``parameters()`` (so never in
+  the optimiser or DDP); the trainer moves them to the device, freezes them and keeps them in eval mode.
+- :meth:`~SegmentationMethod.configure_optimizers` ``(total_steps) -> OptimizerSetup``: parameter groups,
+  optimiser, scheduler (stepped per iteration or per epoch) and gradient clipping; default AdamW + linear warm-up
+  + poly decay on one group, from the settings (:mod:`.optimization`).
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import torch
 from torch import nn
 
 from samdg.labels import LabelSpec
+from samdg.models.methods.losses import dice_bce_loss
+from samdg.models.methods.optimization import OptimizerSetup, warmup_poly_adamw
+from samdg.models.methods.settings import MethodSettings, SamMethodSettings, checked_settings
+
+
+def unique_parameters(modules: list[nn.Module]) -> list[nn.Parameter]:
+    """The parameters of ``modules`` in order, each once (a module may be listed inside another)."""
+    seen: set[int] = set()
+    parameters = []
+    for module in modules:
+        for parameter in module.parameters():
+            if id(parameter) not in seen:
+                seen.add(id(parameter))
+                parameters.append(parameter)
+    return parameters
 
 
 class SegmentationMethod(nn.Module):
-    """Base class with the shared plumbing; subclasses implement ``forward``, ``loss`` and ``decode``."""
+    """The contract with defaults; a method implements at least ``encode``, ``decode`` (or ``forward`` and
+    ``predict``) and declares what trains (``trainable_modules`` and/or ``trainable_parameters``)."""
 
     method_name = "unregistered"
+    settings_class: type = MethodSettings  # set by @register_method
 
-    def __init__(self, sam: nn.Module, settings: dict[str, Any], label_spec: LabelSpec) -> None:
+    def __init__(self, sam: nn.Module, settings: Any, label_spec: LabelSpec) -> None:
         super().__init__()
-        self.settings = dict(settings)
+        self.settings = checked_settings(self.settings_class, settings, f"methods.{self.method_name}")
         self.label_spec = label_spec
         self.num_classes = label_spec.num_classes
 
-    # --- encoder outputs and the embedding cache -------------------------------------------------------------
+    # --- what trains ---------------------------------------------------------------------------------------------
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """Modules kept in eval mode while the method trains (their parameters are frozen unless declared
+        trainable)."""
+        return []
+
+    def trainable_modules(self) -> list[nn.Module]:
+        """Modules that train: in train mode with the method, their parameters updated."""
+        return []
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Exactly the parameters the optimiser updates: by default those of :meth:`trainable_modules`.
+
+        Independent of the current ``requires_grad`` flags (they are set from this list).
+        """
+        return unique_parameters(self.trainable_modules())
+
+    def teacher_modules(self) -> dict[str, nn.Module]:
+        """Frozen modules that only training uses (e.g. a distillation teacher), by name; see the module doc."""
+        return {}
+
+    def ddp_find_unused_parameters(self) -> bool:
+        """True when some trainable parameter may get no gradient in a step (DDP must then search for it)."""
+        return False
+
+    def freeze_all_but_trainable(self) -> list[nn.Parameter]:
+        """``requires_grad`` True exactly for :meth:`trainable_parameters` (teachers included in the freeze);
+        returns them."""
+        self.requires_grad_(False)
+        for teacher in self.teacher_modules().values():
+            teacher.requires_grad_(False)
+        trainable = self.trainable_parameters()
+        for parameter in trainable:
+            parameter.requires_grad_(True)
+        return trainable
+
+    def train(self, mode: bool = True) -> "SegmentationMethod":
+        super().train(mode)
+        if mode:
+            for module in self.frozen_modules():
+                module.eval()
+            for module in self.trainable_modules():
+                module.train()
+        for teacher in self.teacher_modules().values():
+            teacher.eval()
+        return self
+
+    def configure_optimizers(self, total_steps: int) -> OptimizerSetup:
+        """Optimiser and schedule for ``total_steps`` optimiser steps (default: AdamW + warm-up + poly, one group)."""
+        return warmup_poly_adamw([{"params": self.trainable_parameters()}], self.settings, total_steps)
+
+    # --- encoder outputs and the embedding cache -----------------------------------------------------------------
 
     def cacheable_features(self) -> tuple[str, ...] | None:
         """Names of the encoder taps the method needs besides the embedding, if its encoder is frozen.
@@ -48,25 +136,62 @@ class SegmentationMethod(nn.Module):
         raise NotImplementedError
 
     def features(self, batch: dict) -> dict[str, torch.Tensor]:
-        """The cached features when the batch carries them, else a fresh encoder pass."""
+        """The cached features when the batch carries them (in the decoder's dtype), else a fresh encoder pass."""
         cached = batch.get("features")
-        return cached if cached is not None else self.encode(batch["image"])
+        return self.in_decoder_dtype(cached) if cached is not None else self.encode(batch["image"])
 
-    # --- training and prediction -----------------------------------------------------------------------------
+    def in_decoder_dtype(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Cached features are fp16; outside autocast the decoder needs its own dtype."""
+        dtype = next(iter(self.trainable_parameters()), torch.empty(0)).dtype
+        return {name: (t.to(dtype) if t.is_floating_point() and t.dtype != dtype else t)
+                for name, t in features.items()}
+
+    # --- training and prediction ---------------------------------------------------------------------------------
+
+    def decode(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Encoder features -> per-class logits (B,K,h,w) in automatic mode."""
+        raise NotImplementedError
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        return {"logits": self.decode(self.features(batch))}
 
     def predict(self, images: torch.Tensor, features: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Automatic mode: (B,3,S,S) in [0,1] -> per-class logits (B,K,h,w)."""
-        raise NotImplementedError
+        return self.decode(self.in_decoder_dtype(features) if features is not None else self.encode(images))
 
     def loss(self, outputs: dict, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        raise NotImplementedError
 
-    def optimizer_settings(self) -> dict[str, Any]:
-        """``lr``, ``weight_decay``, ``betas``, ``warmup_fraction``, ``poly_exponent``, ``grad_clip``."""
-        keys = ("lr", "weight_decay", "betas", "warmup_fraction", "poly_exponent", "grad_clip")
-        defaults = {"lr": 1e-4, "weight_decay": 0.01, "betas": (0.9, 0.999), "warmup_fraction": 0.05,
-                    "poly_exponent": 0.9, "grad_clip": 12.0}
-        return {key: self.settings.get(key, defaults[key]) for key in keys}
+class FrozenSamMethod(SegmentationMethod):
+    """A method on SAM whose image encoder and prompt encoder are frozen (adapters or LoRA inside the encoder may
+    train: declare them). Holds ``image_encoder``, ``prompt_encoder`` and ``input_size``; the loss is the shared
+    per-class soft Dice + BCE with the settings' weights."""
+
+    settings_class: type = SamMethodSettings
+
+    def __init__(self, sam: nn.Module, settings: Any, label_spec: LabelSpec) -> None:
+        super().__init__(sam, settings, label_spec)
+        self.image_encoder = sam.image_encoder
+        self.prompt_encoder = sam.prompt_encoder
+        self.input_size = int(sam.config.input_size)
+
+    def frozen_modules(self) -> list[nn.Module]:
+        return [self.image_encoder, self.prompt_encoder]
+
+    def encode(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B,3,S,S) in [0,1] -> {"embedding": (B,256,E,E), tap: (B,C,h,w) for each cacheable tap}; no gradient
+        (no activations kept) when the encoder is frozen, i.e. when its features are cacheable."""
+        taps = self.cacheable_features()
+        with torch.no_grad() if taps is not None else nullcontext():
+            embedding, tapped = self.image_encoder.forward_features(images, taps or ())
+        return {"embedding": embedding, **tapped}
+
+    def loss(self, outputs: dict, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        return dice_bce_loss(outputs["logits"], batch["target"], self.label_spec,
+                             dice_weight=self.settings.dice_weight, bce_weight=self.settings.bce_weight)
+
+    def mask_decoder_parts(self, decoder: nn.Module) -> list[nn.Module]:
+        """The parts of a per-class mask decoder that make masks: all but its IoU head (automatic mode has no
+        prompt, so nothing to score; the head would get no gradient)."""
+        return [module for name, module in decoder.named_children() if name != "iou_prediction_head"]

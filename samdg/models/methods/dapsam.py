@@ -48,87 +48,74 @@ Deliberate deviations (every fixed bug stays available as an option that default
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from samdg.errors import SamdgError
 from samdg.labels import LabelSpec
-from samdg.models.backbones.intensity import INTENSITY_CONVENTIONS
 from samdg.models.layers.dapsam_encoder import install_dapsam_adapters, upgrade_legacy_dapsam_keys
 from samdg.models.layers.prototype_prompt import PrototypePromptGenerator
-from samdg.models.methods.base import SegmentationMethod
-from samdg.models.methods.decoder import decode_all_masks, per_class_mask_decoder
-from samdg.models.methods.losses import dice_bce_loss
+from samdg.models.layers.sam_decoding import decode_masks, per_class_mask_decoder
+from samdg.models.methods.base import FrozenSamMethod, unique_parameters
 from samdg.models.methods.registry import register_method
+from samdg.models.methods.settings import SamMethodSettings, redefault
+from samdg.planning.plans import _doc
 
-DAPSAM_DEFAULTS: dict[str, Any] = {
-    "adapter_ratio": 0.25,
-    "memory_slots": 256,
-    "scrambled_low_level_embedding": False,
-    "width_gated_filter": False,
-    # Intensity convention of the encoder input, "" = the variant's own (per_image_zscore = the released pipeline).
-    "intensity": "",
-    # Input side per backbone family, 0 = keep plans.sam.input_size (the reference trains ViT-B at 384).
-    "input_size_by_family": {"vit": 384, "tinyvit": 0},
-    # Global batch size, 0 = keep the plan's.
-    "batch_size": 8,
-    "gradient_checkpointing": False,
-    "lr": 5e-4,
-    "weight_decay": 0.1,
-    "betas": [0.9, 0.999],
-    "warmup_fraction": 0.005,  # 250 warm-up iterations of 200 epochs x 250 iterations
-    "poly_exponent": 0.9,
-    "grad_clip": 0.0,  # 0 = no clipping, as released
-    "dice_weight": 0.8,
-    "bce_weight": 0.2,
-}
+# "" = the variant's own convention; the others are samdg.models.backbones.intensity.INTENSITY_CONVENTIONS.
+IntensityChoice = Literal["", "sam_meanstd_255", "unit_range", "per_image_zscore"]
 
 
-@register_method("dapsam", default_settings=DAPSAM_DEFAULTS)
-class DAPSAM(SegmentationMethod):
+@dataclass
+class DAPSAMSettings(SamMethodSettings):
+    """`dapsam`: adapters, prototype prompt, released-bug options; released optimisation and loss weights."""
+
+    adapter_ratio: float = _doc("adapter bottleneck width / block width (0.25: 768 -> 192)", default=0.25,
+                                exclusive_minimum=0)
+    memory_slots: int = _doc("slots of the prototype memory bank", default=256, minimum=1)
+    scrambled_low_level_embedding: bool = _doc("released bug: project the stem on scrambled token vectors",
+                                               default=False)
+    width_gated_filter: bool = _doc("released bug: the pre-block filter gates image columns, not channels",
+                                    default=False)
+    intensity: IntensityChoice = _doc("encoder input convention; \"\" = the variant's own, `per_image_zscore` = the "
+                                      "released pipeline", default="")
+    gradient_checkpointing: bool = _doc("recompute encoder blocks in the backward pass", default=False)
+    # The released recipe: ViT-B at 384 px, batch 8, AdamW 5e-4 / 0.1, 250 warm-up iterations of 200 x 250, no
+    # clipping, 0.8 Dice + 0.2 BCE.
+    input_size_by_family: dict[str, int] = redefault(SamMethodSettings, "input_size_by_family",
+                                                     {"vit": 384, "tinyvit": 0})
+    batch_size: int = redefault(SamMethodSettings, "batch_size", 8)
+    lr: float = redefault(SamMethodSettings, "lr", 5e-4)
+    weight_decay: float = redefault(SamMethodSettings, "weight_decay", 0.1)
+    warmup_fraction: float = redefault(SamMethodSettings, "warmup_fraction", 0.005)
+    grad_clip: float | None = redefault(SamMethodSettings, "grad_clip", 0.0)
+    dice_weight: float = redefault(SamMethodSettings, "dice_weight", 0.8)
+    bce_weight: float = redefault(SamMethodSettings, "bce_weight", 0.2)
+
+
+@register_method("dapsam", settings=DAPSAMSettings)
+class DAPSAM(FrozenSamMethod):
     """SAM with DAPSAM's adapters and prototype prompt generator (see the module docstring).
 
     Trainable: the adapters and low-level projections, the prompt generator, the mask decoder (IoU head excepted).
     """
 
-    def __init__(self, sam: nn.Module, settings: dict[str, Any], label_spec: LabelSpec) -> None:
-        super().__init__(sam, settings, label_spec)
+    def __init__(self, sam: nn.Module, settings: Any, label_spec: LabelSpec) -> None:
+        super().__init__(sam, settings, label_spec)  # the prompt encoder: only its positional encoding is used
         config = sam.config
-        self.image_encoder = sam.image_encoder
-        self.prompt_encoder = sam.prompt_encoder  # only its pretrained positional encoding is used
         self.mask_decoder = per_class_mask_decoder(sam.mask_decoder, self.num_classes)
-        self.image_encoder.requires_grad_(False)
-        self.prompt_encoder.requires_grad_(False)
 
-        install_dapsam_adapters(self.image_encoder, float(self.settings["adapter_ratio"]),
-                                width_gated=bool(self.settings["width_gated_filter"]),
-                                scrambled=bool(self.settings["scrambled_low_level_embedding"]))
+        install_dapsam_adapters(self.image_encoder, self.settings.adapter_ratio,
+                                width_gated=self.settings.width_gated_filter,
+                                scrambled=self.settings.scrambled_low_level_embedding)
         self.register_load_state_dict_pre_hook(upgrade_legacy_dapsam_keys)  # checkpoints of the wrapper design
-        intensity = self.settings["intensity"]
-        if intensity:
-            if intensity not in INTENSITY_CONVENTIONS:
-                raise SamdgError(f"methods.dapsam.intensity: unknown convention '{intensity}'; use \"\" (the "
-                                 f"variant's own) or one of {', '.join(sorted(INTENSITY_CONVENTIONS))}")
-            self.image_encoder.intensity = intensity
-        self.prompt_generator = PrototypePromptGenerator(config.embedding_dim, int(self.settings["memory_slots"]))
-        if self.settings.get("gradient_checkpointing"):
-            self.image_encoder.gradient_checkpointing = True
+        if self.settings.intensity:
+            self.image_encoder.intensity = self.settings.intensity
+        self.prompt_generator = PrototypePromptGenerator(config.embedding_dim, self.settings.memory_slots)
+        self.image_encoder.gradient_checkpointing = self.settings.gradient_checkpointing
 
-    def train(self, mode: bool = True) -> "DAPSAM":
-        super().train(mode)
-        # Frozen parts stay in inference mode (TinyViT's batch norms keep their statistics); the adapters have
-        # neither dropout nor normalisation, so this does not change them.
-        self.image_encoder.eval()
-        self.prompt_encoder.eval()
-        return self
-
-    # --- encoder and decoder -------------------------------------------------------------------------------------
-
-    def encode(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(B,3,S,S) in [0,1] -> {"embedding": (B,256,E,E)} (adapters train, so never cached)."""
-        return {"embedding": self.image_encoder(images)}
+    # --- encoder (adapters train, so its features are never cached) and decoder ----------------------------------
 
     def dense_positional_encoding(self, embedding: torch.Tensor) -> torch.Tensor:
         """SAM's pretrained Fourier positional encoding on the embedding's grid: (1,256,E,E)."""
@@ -140,27 +127,18 @@ class DAPSAM(SegmentationMethod):
         dense = self.prompt_generator(embedding)  # (B,256,E,E)
         sparse = embedding.new_zeros((1, 0, embedding.shape[1]))  # no point or box; broadcasts over the batch
         positional = self.dense_positional_encoding(embedding).to(embedding.dtype)
-        logits, _ = decode_all_masks(self.mask_decoder, embedding, sparse, dense, positional)
+        logits, _ = decode_masks(self.mask_decoder, embedding, positional, sparse, dense)
         return logits
 
-    # --- the method contract -------------------------------------------------------------------------------------
+    # --- what trains ---------------------------------------------------------------------------------------------
 
-    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        return {"logits": self.decode(self.features(batch))}
-
-    def loss(self, outputs: dict, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        return dice_bce_loss(outputs["logits"], batch["target"], self.label_spec,
-                             dice_weight=float(self.settings["dice_weight"]),
-                             bce_weight=float(self.settings["bce_weight"]))
-
-    def predict(self, images: torch.Tensor, features: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        return self.decode(features if features is not None else self.encode(images))
+    def adapter_modules(self) -> list[nn.Module]:
+        """The encoder's trainable part: what fills its slots and hooks (stem projections, every adapter)."""
+        return [module for _, module in self.image_encoder.extensions()]
 
     def adapter_parameters(self) -> list[nn.Parameter]:
-        """The encoder's trainable part: what fills its slots and hooks (stem projections, every adapter)."""
-        return [p for _, module in self.image_encoder.extensions() for p in module.parameters()]
+        return unique_parameters(self.adapter_modules())
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        unused = {id(p) for p in self.mask_decoder.iou_prediction_head.parameters()}
-        decoder = [p for p in self.mask_decoder.parameters() if id(p) not in unused]
-        return self.adapter_parameters() + list(self.prompt_generator.parameters()) + decoder
+    def trainable_modules(self) -> list[nn.Module]:
+        """Adapters (inside the frozen encoder), prompt generator, mask decoder without its IoU head."""
+        return [*self.adapter_modules(), self.prompt_generator, *self.mask_decoder_parts(self.mask_decoder)]

@@ -8,12 +8,17 @@ Reproduced:
 
 - Encoder and prompt encoder frozen (their outputs are cacheable: embedding + three intermediate taps).
 - PRIM (prompt-relevant IoU module): SAM's own two-way transformer and IoU head, run on the prompt with the stock
-  modules (:func:`samdg.models.layers.sam_tokens.run_two_way_transformer`, the same token assembly as
+  modules (:func:`samdg.models.layers.sam_decoding.run_two_way_transformer`, the same token assembly as
   ``MaskDecoder.predict_masks``). Outputs: the updated image tokens, i.e. the "mask embedding" (B,256,E,E), and
   a prompt-relevance score = column 0 of the IoU head.
 - PDMM (prompt-decoupled mask module): a UNETR-style convolutional decoder with residual SE blocks over the three
   taps (deepest first, widths 256/128/64), the mask embedding concatenated at the coarsest level, 1x1 head, logits
   (B,K,4E,4E) (256x256 for E=64). Same blocks and widths as the released ``PIMMDecoder``.
+  The SE gate of each residual block sits after an InstanceNorm without affine parameters, as released: the
+  normalised map has zero mean per channel, so the gate's global-average-pooled input is ~0, its bias-free FC
+  layers output ~0 and the gate is sigmoid(0) = 0.5 for every channel and image; the FC weights get (numerically)
+  zero gradients. A dead gate, reproduced as released (it halves the residual branch); it still receives
+  gradients that are not None, which is all DDP needs.
 - Training prompts ("DeSAM-P", ``prompt: point``): one random point per image, on the background with
   probability 1/2, always encoded as a *positive* point (label 1) as the released code does; score target 1 if
   the point lies on the object, 0 otherwise; mask target always the full mask. ``prompt: box`` is DeSAM-B (the
@@ -51,7 +56,8 @@ Deliberate deviations from the released code (bug fixes are options defaulting t
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -61,58 +67,64 @@ from samdg.errors import SamdgError
 from samdg.labels import LabelSpec, targets_from_label_map, valid_mask
 from samdg.models.layers.conv_decoder import TapPyramidDecoder
 from samdg.models.layers.point_prompts import mask_nms, point_grid, sample_points
-from samdg.models.layers.sam_tokens import run_two_way_transformer
-from samdg.models.methods.base import SegmentationMethod
+from samdg.models.layers.sam_decoding import (
+    box_prompts,
+    point_prompts,
+    run_two_way_transformer,
+    sam_output_tokens,
+    whole_image_boxes,
+)
+from samdg.models.methods.base import FrozenSamMethod
 from samdg.models.methods.losses import dice_bce_loss
 from samdg.models.methods.registry import register_method
+from samdg.models.methods.settings import SamMethodSettings, redefault
+from samdg.planning.plans import _doc
 
 # Logit written where grid inference finds no relevant prompt: sigmoid(-20) ~ 2e-9, finite so that bilinear
 # resizing stays well defined.
 EMPTY_LOGIT = -20.0
 
-DESAM_DEFAULTS: dict[str, Any] = {
-    # prompts in training: "point" (DeSAM-P, one random point) or "box" (DeSAM-B, the whole-image box)
-    "prompt": "point",
-    "background_point_probability": 0.5,
-    "score_loss": "l1",  # "l1" (released default) or "mse" (released --mse)
-    "score_loss_weight": 1.0,
-    "dice_weight": 1.0,
-    "bce_weight": 1.0,
-    # automatic inference: "auto" = "grid" for a point-trained model, "box" for a box-trained one
-    "inference": "auto",
-    "grid_points_per_side": 9,
-    "score_threshold": 0.5,
-    "grid_merge": "top",  # "top" (released: best-scoring kept point) or "mean" (mean logits after NMS)
-    "dedup_iou": 0.7,
-    "prompts_per_pass": 64,  # (image, grid point) pairs per PRIM pass (memory vs speed)
-    # architecture
-    "taps": None,  # None: the backbone's default_taps (ViT-B: blocks 2, 5, 8)
-    "decoder_widths": [256, 128, 64],
-    "se_reduction": 16,
-    # fixed released-code bugs (see the module docstring)
-    "train_on_empty_slices": True,
-    "train_unused_decoder_parts": False,
-    # optimisation (released scripts: Adam 1e-4, no weight decay, poly 0.9 per epoch, batch 8, 50 epochs)
-    "lr": 1e-4,
-    "weight_decay": 0.0,
-    "betas": [0.9, 0.999],
-    "warmup_fraction": 0.0,
-    "poly_exponent": 0.9,
-    "grad_clip": None,
-    "batch_size": 8,
-    "num_epochs": 50,
-}
 
-_CHOICES = {
-    "prompt": ("point", "box"),
-    "score_loss": ("l1", "mse"),
-    "inference": ("auto", "grid", "box"),
-    "grid_merge": ("top", "mean"),
-}
+@dataclass
+class DeSAMSettings(SamMethodSettings):
+    """`desam`: prompts, automatic inference, PDMM architecture, released-bug options; the released optimisation."""
+
+    prompt: Literal["point", "box"] = _doc("training prompt: `point` (DeSAM-P, one random point) or `box` (DeSAM-B, "
+                                           "the whole-image box)", default="point")
+    background_point_probability: float = _doc("probability that a training point lies on the background",
+                                               default=0.5, minimum=0, maximum=1)
+    score_loss: Literal["l1", "mse"] = _doc("score loss: `l1` (released default) or `mse` (released --mse)",
+                                            default="l1")
+    score_loss_weight: float = _doc("weight of the score loss", default=1.0, minimum=0)
+    inference: Literal["auto", "grid", "box"] = _doc("automatic inference: `grid` of points, whole `box`, or `auto` "
+                                                     "(grid for a point-trained model, box for a box-trained one)",
+                                                     default="auto")
+    grid_points_per_side: int = _doc("points per side of the inference grid", default=9, minimum=1)
+    score_threshold: float = _doc("grid points with a score above this are kept", default=0.5)
+    grid_merge: Literal["top", "mean"] = _doc("`top` (released: the best-scoring kept point decides) or `mean` (mean "
+                                              "logits of the kept points after mask NMS)", default="top")
+    dedup_iou: float = _doc("mask-IoU threshold of the NMS of `grid_merge: mean`", default=0.7, minimum=0, maximum=1)
+    prompts_per_pass: int = _doc("(image, grid point) pairs per PRIM pass (memory vs speed)", default=64, minimum=1)
+    taps: list[str] | None = _doc("encoder taps feeding PDMM, shallow to deep; null = the backbone's `default_taps` "
+                                  "(ViT-B: blocks 2, 5, 8)", default=None)
+    decoder_widths: list[int] = _doc("PDMM width per level, deepest first (one per tap)",
+                                     default_factory=lambda: [256, 128, 64], minimum=1)
+    se_reduction: int = _doc("channel reduction of the SE gates", default=16, minimum=1)
+    train_on_empty_slices: bool = _doc("false = the released pipeline: images without foreground get no loss",
+                                       default=True)
+    train_unused_decoder_parts: bool = _doc("true = the released optimiser: also SAM's upscaling and hypernetworks, "
+                                            "which get no gradient (DDP then searches for unused parameters)",
+                                            default=False)
+    # The released scripts: Adam 1e-4 without weight decay, poly 0.9, no warm-up or clipping, batch 8, 50 epochs.
+    weight_decay: float = redefault(SamMethodSettings, "weight_decay", 0.0)
+    warmup_fraction: float = redefault(SamMethodSettings, "warmup_fraction", 0.0)
+    grad_clip: float | None = redefault(SamMethodSettings, "grad_clip", None)
+    batch_size: int = redefault(SamMethodSettings, "batch_size", 8)
+    num_epochs: int = redefault(SamMethodSettings, "num_epochs", 50)
 
 
-@register_method("desam", default_settings=DESAM_DEFAULTS)
-class DeSAM(SegmentationMethod):
+@register_method("desam", settings=DeSAMSettings)
+class DeSAM(FrozenSamMethod):
     """PRIM (SAM's transformer + IoU head on one prompt) + PDMM (conv decoder over three encoder taps).
 
     ``forward(batch)`` samples the training prompts (or takes ``batch["points"]`` (B,2) when given) and returns
@@ -120,22 +132,14 @@ class DeSAM(SegmentationMethod):
     (x, y) in input pixels; ``predict(images)`` is the automatic mode (grid of points or whole box).
     """
 
-    def __init__(self, sam: nn.Module, settings: dict[str, Any], label_spec: LabelSpec) -> None:
+    def __init__(self, sam: nn.Module, settings: Any, label_spec: LabelSpec) -> None:
         super().__init__(sam, settings, label_spec)
-        for key, choices in _CHOICES.items():
-            if self.settings[key] not in choices:
-                raise SamdgError(
-                    f"desam setting '{key}' must be one of {', '.join(choices)}, got {self.settings[key]!r}"
-                )
-        self.image_encoder = sam.image_encoder
-        self.prompt_encoder = sam.prompt_encoder
         self.mask_decoder = sam.mask_decoder  # PRIM uses its transformer, tokens and IoU head
-        self.input_size = int(sam.config.input_size)
-        self.tap_names = tuple(self.settings["taps"] or self.image_encoder.default_taps)
-        if len(self.tap_names) != len(self.settings["decoder_widths"]):
+        self.tap_names = tuple(self.settings.taps or self.image_encoder.default_taps)
+        if len(self.tap_names) != len(self.settings.decoder_widths):
             raise SamdgError(
                 f"desam needs one decoder width per tap: taps {list(self.tap_names)} vs decoder_widths "
-                f"{self.settings['decoder_widths']}"
+                f"{self.settings.decoder_widths}"
             )
         channels, sizes = _tap_geometry(self.image_encoder, self.tap_names)
         embedding_size = int(sam.config.embedding_size)
@@ -144,40 +148,41 @@ class DeSAM(SegmentationMethod):
                   for level, t in enumerate(deepest_first)]
         self.pdmm = TapPyramidDecoder(
             tap_channels=[channels[t] for t in deepest_first],
-            widths=list(self.settings["decoder_widths"]),
+            widths=list(self.settings.decoder_widths),
             out_channels=self.num_classes,
             tap_scales=scales,
             guide_channels=self.mask_decoder.transformer_dim,
-            se_reduction=int(self.settings["se_reduction"]),
+            se_reduction=self.settings.se_reduction,
         )
 
-        self.requires_grad_(False)
-        for parameter in self.trainable_parameters():
-            parameter.requires_grad_(True)
-        # SAM's upscaling and hypernetworks get no gradient: DDP must be told when they sit in the optimiser.
-        self.ddp_find_unused_parameters = bool(self.settings["train_unused_decoder_parts"])
-
     # --- the contract ---------------------------------------------------------------------------------------
-
-    def train(self, mode: bool = True) -> "DeSAM":
-        super().train(mode)
-        self.image_encoder.eval()  # frozen: TinyViT's batch norms keep their statistics
-        self.prompt_encoder.eval()
-        return self
 
     def cacheable_features(self) -> tuple[str, ...]:
         return self.tap_names
 
-    def encode(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(B,3,S,S) in [0,1] -> {"embedding": (B,256,E,E), tap: (B,C,h,w) for each tap}; no gradient."""
-        with torch.no_grad():
-            embedding, taps = self.image_encoder.forward_features(images, self.tap_names)
-        return {"embedding": embedding, **{name: taps[name] for name in self.tap_names}}
+    def ddp_find_unused_parameters(self) -> bool:
+        # SAM's upscaling and hypernetworks get no gradient: DDP must be told when they sit in the optimiser.
+        return self.settings.train_unused_decoder_parts
+
+    def trainable_modules(self) -> list[nn.Module]:
+        """PRIM (transformer, IoU/mask tokens, IoU head) + PDMM: every module whose parameters get a gradient.
+
+        With ``prompt: box`` the IoU head and the transformer's last token-to-image attention (whose only output
+        is the IoU token) get no loss and stay frozen, so DDP finds no unused parameter.
+        """
+        decoder, transformer = self.mask_decoder, self.mask_decoder.transformer
+        token_only = [transformer.final_attn_token_to_image, transformer.norm_final_attn]  # feed only the IoU token
+        prim: list[nn.Module] = [*transformer.layers, decoder.iou_token, decoder.mask_tokens]
+        if self.settings.prompt == "point":  # DeSAM-B gives the score no loss
+            prim += [*token_only, decoder.iou_prediction_head]
+        if self.settings.train_unused_decoder_parts:
+            prim += [decoder.output_upscaling, decoder.output_hypernetworks_mlps]
+        return prim + [self.pdmm]
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        features = self._to_decoder_dtype(self.features(batch))
+        features = self.in_decoder_dtype(self.features(batch))
         target = batch["target"]
-        if self.settings["prompt"] == "point":
+        if self.settings.prompt == "point":
             foreground = targets_from_label_map(target, self.label_spec).amax(dim=1) > 0  # (B,S,S)
             if batch.get("points") is not None:  # fixed prompts (B,2), e.g. for a reproducible evaluation
                 coords = batch["points"].to(target.device, torch.float32)
@@ -185,79 +190,57 @@ class DeSAM(SegmentationMethod):
                 on_foreground = foreground[torch.arange(len(coords), device=target.device), y, x]
             else:
                 valid = valid_mask(target, self.label_spec)
-                probability = float(self.settings["background_point_probability"])
-                coords, on_foreground = sample_points(foreground, valid, probability)
-            sparse, dense = self._point_prompts(coords)
+                coords, on_foreground = sample_points(foreground, valid, self.settings.background_point_probability)
+            sparse, dense = point_prompts(self.prompt_encoder, coords)  # always positive, as released
             score_target = on_foreground.float()
         else:
-            sparse, dense = self._box_prompts(target.shape[0], target.device)
+            boxes = whole_image_boxes(target.shape[0], self.input_size, target.device)
+            sparse, dense = box_prompts(self.prompt_encoder, boxes)
             score_target = torch.ones(target.shape[0], device=target.device)
         mask_embedding, score = self.prim(features["embedding"], sparse, dense)
         logits = self.pdmm(self._taps_deepest_first(features), guide=mask_embedding)
         outputs = {"logits": logits, "score": score, "score_target": score_target}
-        if self.settings["prompt"] == "point":
+        if self.settings.prompt == "point":
             outputs["points"] = coords
         return outputs
 
     def loss(self, outputs: dict, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         logits, target = outputs["logits"], batch["target"]
         keep = None
-        if not self.settings["train_on_empty_slices"]:  # released behaviour: slices without foreground unseen
+        if not self.settings.train_on_empty_slices:  # released behaviour: slices without foreground unseen
             keep = targets_from_label_map(target, self.label_spec).flatten(1).amax(dim=1) > 0
             if not keep.any():
                 zero = logits.sum() * 0.0 + outputs["score"].sum() * 0.0
                 return zero, {"dice_loss": 0.0, "bce": 0.0, "score": 0.0}
             logits, target = logits[keep], target[keep]
         total, parts = dice_bce_loss(logits, target, self.label_spec,
-                                     dice_weight=self.settings["dice_weight"], bce_weight=self.settings["bce_weight"])
-        if self.settings["prompt"] == "point":
+                                     dice_weight=self.settings.dice_weight, bce_weight=self.settings.bce_weight)
+        if self.settings.prompt == "point":
             score, score_target = outputs["score"].float(), outputs["score_target"]
             if keep is not None:
                 score, score_target = score[keep], score_target[keep]
-            if self.settings["score_loss"] == "l1":
+            if self.settings.score_loss == "l1":
                 score_loss = F.l1_loss(score, score_target)
             else:
                 score_loss = F.mse_loss(score, score_target)
-            total = total + float(self.settings["score_loss_weight"]) * score_loss
+            total = total + self.settings.score_loss_weight * score_loss
             parts["score"] = float(score_loss.detach())
         return total, parts
 
     def predict(self, images: torch.Tensor, features: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Automatic mode: (B,3,S,S) in [0,1] -> per-class logits (B,K,4E,4E)."""
-        features = self._to_decoder_dtype(features if features is not None else self.encode(images))
+        features = self.in_decoder_dtype(features if features is not None else self.encode(images))
         if self.inference_mode == "box":
             return self.predict_whole_box(features)
         return self.predict_grid(features)
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        """PRIM (transformer, IoU/mask tokens, IoU head) + PDMM: every parameter that gets a gradient.
-
-        With ``prompt: box`` the IoU head and the transformer's last token-to-image attention (whose only output
-        is the IoU token) get no loss and stay frozen, so DDP finds no unused parameter.
-
-        Independent of the current ``requires_grad`` flags (the trainer resets them from this list).
-        """
-        decoder, transformer = self.mask_decoder, self.mask_decoder.transformer
-        token_only = [transformer.final_attn_token_to_image, transformer.norm_final_attn]  # feed only the IoU token
-        prim: list[nn.Module] = [*transformer.layers, decoder.iou_token, decoder.mask_tokens]
-        if self.settings["prompt"] == "point":  # DeSAM-B gives the score no loss
-            prim += [*token_only, decoder.iou_prediction_head]
-        if self.settings["train_unused_decoder_parts"]:
-            prim += [decoder.output_upscaling, decoder.output_hypernetworks_mlps]
-        return [p for module in prim + [self.pdmm] for p in module.parameters()]
-
-    def optimizer_settings(self) -> dict[str, Any]:
-        settings = super().optimizer_settings()
-        settings["betas"] = tuple(settings["betas"])
-        return settings
 
     # --- PRIM and prompts -----------------------------------------------------------------------------------
 
     @property
     def inference_mode(self) -> str:
-        mode = self.settings["inference"]
+        mode = self.settings.inference
         if mode == "auto":
-            return "grid" if self.settings["prompt"] == "point" else "box"
+            return "grid" if self.settings.prompt == "point" else "box"
         return mode
 
     def prim(self, embedding: torch.Tensor, sparse: torch.Tensor,
@@ -270,34 +253,18 @@ class DeSAM(SegmentationMethod):
             mask embedding (N,256,E,E) (the transformer's updated image tokens) and score (N,) (IoU head, column 0).
         """
         positional = self.prompt_encoder.get_dense_pe()
-        tokens, mask_embedding = run_two_way_transformer(self.mask_decoder, embedding, positional, sparse, dense)
+        tokens, mask_embedding = run_two_way_transformer(self.mask_decoder, embedding, positional,
+                                                         sam_output_tokens(self.mask_decoder), sparse, dense)
         score = self.mask_decoder.iou_prediction_head(tokens[:, 0, :])[:, 0]
         return mask_embedding, score
-
-    def _point_prompts(self, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N,2) (x, y) -> sparse (N,2,256) (the point + SAM's padding token), dense (1,256,E,E).
-
-        Every point is labelled positive, on the object or not (the released encoding; the score head learns
-        whether it was on the object).
-        """
-        labels = torch.ones(coords.shape[0], 1, device=coords.device)
-        with torch.no_grad():
-            sparse, dense = self.prompt_encoder(points=(coords[:, None, :], labels), boxes=None, masks=None)
-        return sparse, dense[:1]
-
-    def _box_prompts(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The whole input frame as a box, N times: sparse (N,2,256), dense (1,256,E,E)."""
-        box = torch.tensor([[0.0, 0.0, float(self.input_size), float(self.input_size)]], device=device)
-        with torch.no_grad():
-            sparse, dense = self.prompt_encoder(points=None, boxes=box, masks=None)
-        return sparse.expand(n, -1, -1), dense[:1]
 
     # --- automatic inference --------------------------------------------------------------------------------
 
     def predict_whole_box(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """DeSAM-B: one whole-image-box pass per image -> (B,K,4E,4E)."""
         embedding = features["embedding"]
-        sparse, dense = self._box_prompts(embedding.shape[0], embedding.device)
+        boxes = whole_image_boxes(embedding.shape[0], self.input_size, embedding.device)
+        sparse, dense = box_prompts(self.prompt_encoder, boxes)
         mask_embedding, _ = self.prim(embedding, sparse, dense)
         return self.pdmm(self._taps_deepest_first(features), guide=mask_embedding)
 
@@ -309,10 +276,10 @@ class DeSAM(SegmentationMethod):
         Returns:
             scores (B,P), and the grid's prompt embeddings: sparse (P,2,256), dense (1,256,E,E).
         """
-        grid = point_grid(int(self.settings["grid_points_per_side"]), self.input_size).to(embedding.device)
-        sparse, dense = self._point_prompts(grid)
+        grid = point_grid(self.settings.grid_points_per_side, self.input_size).to(embedding.device)
+        sparse, dense = point_prompts(self.prompt_encoder, grid)
         b, p = embedding.shape[0], grid.shape[0]
-        chunk = max(1, int(self.settings["prompts_per_pass"]))
+        chunk = self.settings.prompts_per_pass
         scores = []
         for start in range(0, b * p, chunk):
             pairs = torch.arange(start, min(start + chunk, b * p), device=embedding.device)
@@ -329,18 +296,18 @@ class DeSAM(SegmentationMethod):
         embedding = features["embedding"]
         taps = self._taps_deepest_first(features)
         scores, sparse, dense = self.grid_scores(embedding)
-        kept = scores > float(self.settings["score_threshold"])  # (B,P)
+        kept = scores > self.settings.score_threshold  # (B,P)
         images = torch.nonzero(kept.any(dim=1)).squeeze(1)
         size = embedding.shape[-1] * 2 ** (len(self.pdmm.branches) - 1)
         logits = torch.full((embedding.shape[0], self.num_classes, size, size), EMPTY_LOGIT, device=embedding.device)
         if images.numel() == 0:
             return logits
-        if self.settings["grid_merge"] == "top":
+        if self.settings.grid_merge == "top":
             best = scores.masked_fill(~kept, -math.inf).argmax(dim=1)[images]  # (n,)
             mask_embedding, _ = self.prim(embedding[images], sparse[best], dense)
             decoded = self.pdmm([tap[images] for tap in taps], guide=mask_embedding)
             return logits.to(decoded.dtype).index_copy(0, images, decoded)
-        chunk = max(1, int(self.settings["prompts_per_pass"]))
+        chunk = self.settings.prompts_per_pass
         for b in images.tolist():
             points = torch.nonzero(kept[b]).squeeze(1)
             levels = self.pdmm.branch_outputs([tap[b : b + 1] for tap in taps])  # prompt-independent: once
@@ -348,7 +315,7 @@ class DeSAM(SegmentationMethod):
                 self.pdmm.decode(levels, self.prim(embedding[b : b + 1], sparse[points[i : i + chunk]], dense)[0])
                 for i in range(0, points.numel(), chunk)
             ])
-            survivors = mask_nms(decoded.amax(dim=1) > 0, scores[b, points], float(self.settings["dedup_iou"]))
+            survivors = mask_nms(decoded.amax(dim=1) > 0, scores[b, points], self.settings.dedup_iou)
             logits[b] = decoded[survivors].float().mean(dim=0)
         return logits
 
@@ -359,12 +326,6 @@ class DeSAM(SegmentationMethod):
         if missing:
             raise KeyError(f"desam needs encoder taps {list(self.tap_names)}; the features lack {missing}")
         return [features[name] for name in reversed(self.tap_names)]
-
-    def _to_decoder_dtype(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Cached features may be fp16; outside autocast the decoder needs its own dtype."""
-        dtype = self.pdmm.head.weight.dtype
-        return {name: (t.to(dtype) if t.is_floating_point() and t.dtype != dtype else t)
-                for name, t in features.items()}
 
 
 def _level_scale(embedding_size: int, tap_size: int, level: int, name: str) -> int:

@@ -1,40 +1,36 @@
-"""The method registry: ``@register_method(name, default_settings=...)`` on an nn.Module class.
+"""The method registry: ``@register_method(name, settings=SettingsDataclass)`` on a method class.
 
 A method is built as ``cls(sam, settings, label_spec)`` where ``sam`` is the ``SamModel`` from
-``samdg.models.backbones.build_sam``, ``settings`` the method's block of ``plans.methods`` (defaults merged with
-whatever the plan or a CLI override changed) and ``label_spec`` the dataset's :class:`samdg.labels.LabelSpec`.
-The trainer and predictor only use the interface of :class:`samdg.models.methods.base.SegmentationMethod`.
-Registration is explicit (importing ``samdg.models.methods`` imports every method module); nothing is
-discovered by scanning folders.
+``samdg.models.backbones.build_sam``, ``settings`` the method's block of ``plans.methods`` (a plain dict, checked
+and completed by the method's settings dataclass, see :mod:`samdg.models.methods.settings`) and ``label_spec`` the
+dataset's :class:`samdg.labels.LabelSpec`. The trainer and predictor only use the interface of
+:class:`samdg.models.methods.base.SegmentationMethod`. Registration is explicit (importing
+``samdg.models.methods`` imports every method module); nothing is discovered by scanning folders.
 """
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass
+import dataclasses
 from typing import Any, Callable
 
 from samdg.errors import SamdgError
+from samdg.models.methods.settings import MethodSettings, checked_settings
+from samdg.planning.plans import to_plain
+
+_METHODS: dict[str, type] = {}
 
 
-@dataclass(frozen=True)
-class MethodEntry:
-    name: str
-    cls: type
-    default_settings: dict[str, Any]
-
-
-_METHODS: dict[str, MethodEntry] = {}
-
-
-def register_method(name: str, default_settings: dict[str, Any] | None = None) -> Callable[[type], type]:
-    """Class decorator that adds a method under ``name`` with its default settings (plain JSON data)."""
+def register_method(name: str, settings: type = MethodSettings) -> Callable[[type], type]:
+    """Class decorator that adds a method under ``name`` with its settings dataclass (a MethodSettings subclass)."""
+    if not (isinstance(settings, type) and issubclass(settings, MethodSettings) and dataclasses.is_dataclass(settings)):
+        raise TypeError(f"method '{name}': settings must be a dataclass derived from MethodSettings")
 
     def decorate(cls: type) -> type:
-        if name in _METHODS and _METHODS[name].cls is not cls:
-            raise ValueError(f"method '{name}' is already registered by {_METHODS[name].cls.__qualname__}")
+        if name in _METHODS and _METHODS[name] is not cls:
+            raise ValueError(f"method '{name}' is already registered by {_METHODS[name].__qualname__}")
         cls.method_name = name
-        _METHODS[name] = MethodEntry(name, cls, copy.deepcopy(default_settings or {}))
+        cls.settings_class = settings
+        _METHODS[name] = cls
         return cls
 
     return decorate
@@ -48,26 +44,29 @@ def get_method(name: str) -> type:
     """The registered class; an unknown name is a :class:`SamdgError` that lists the registered methods."""
     if name not in _METHODS:
         raise SamdgError(f"unknown method '{name}'; registered methods: {', '.join(list_methods()) or 'none'}")
-    return _METHODS[name].cls
+    return _METHODS[name]
+
+
+def settings_classes() -> dict[str, type]:
+    """The settings dataclass of every registered method, by name."""
+    return {name: cls.settings_class for name, cls in sorted(_METHODS.items())}
 
 
 def default_settings(name: str) -> dict[str, Any]:
-    """A fresh copy of the method's default settings (what the planner writes into ``plans.methods[name]``)."""
-    get_method(name)
-    return copy.deepcopy(_METHODS[name].default_settings)
+    """The method's default settings as plain JSON data (what the planner writes into ``plans.methods[name]``)."""
+    return to_plain(get_method(name).settings_class())
 
 
-def resolve_settings(name: str, settings: dict[str, Any] | None) -> dict[str, Any]:
-    """Defaults overlaid with ``settings``; a key the method does not know is an error naming the known keys."""
-    resolved = default_settings(name)
-    for key, value in (settings or {}).items():
-        if key not in resolved:
-            known = ", ".join(sorted(resolved)) or "none"
-            raise SamdgError(f"method '{name}' has no setting '{key}' (settings: {known})")
-        resolved[key] = value
-    return resolved
+def resolve_settings(name: str, settings: Any = None):
+    """The method's settings dataclass from ``settings`` (plain dict, None = defaults, or an instance): defaults
+    fill missing keys; an unknown key, a wrong type or a value out of bounds is a SamdgError naming
+    ``methods.<name>.<key>``."""
+    return checked_settings(get_method(name).settings_class, settings, f"methods.{name}")
 
 
-def build_method(name: str, sam, settings: dict[str, Any] | None, label_spec):
-    """Instantiate a registered method with its resolved settings."""
-    return get_method(name)(sam, resolve_settings(name, settings), label_spec)
+def build_method(name: str, sam, settings: Any, label_spec):
+    """Instantiate a registered method with its checked settings; only its declared trainable parameters
+    require gradients."""
+    method = get_method(name)(sam, resolve_settings(name, settings), label_spec)
+    method.freeze_all_but_trainable()
+    return method
