@@ -11,8 +11,9 @@ from segment_anything import sam_model_registry
 from segment_anything.modeling.image_encoder import get_rel_pos
 
 from samdg.errors import SamdgError
-from samdg.models.backbones import build_sam, get_variant, list_variants, register_variant
+from samdg.models.backbones import SamModel, TinyViTSpec, build_sam, get_variant, list_variants, register_variant
 from samdg.models.backbones.attention import _rel_pos_table
+from samdg.models.backbones.checkpoints import load_state
 
 
 def _random_state(model: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -160,3 +161,63 @@ def test_variant_config_is_a_frozen_record():
     config = get_variant("litemedsam")
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.input_size = 512
+
+
+def test_mobilesam_variant_is_tinyvit_5m_at_1024_with_a_user_supplied_checkpoint(samdg_roots):
+    config = get_variant("mobilesam")
+    assert (config.family, config.input_size, config.embedding_size, config.intensity) == (
+        "tinyvit", 1024, 64, "sam_meanstd_255")
+    assert (config.checkpoint, config.checkpoint_source, config.sha256) == ("mobile_sam.pt", "weights_folder", None)
+    with torch.device("meta"):  # shapes only: a 1024-px TinyViT is too slow for a CPU test
+        mobile = build_sam("mobilesam", pretrained=False)
+        lite = build_sam("litemedsam", pretrained=False)
+    assert mobile.image_encoder.feature_shapes() == {
+        "stem": (64, 256, 256), "stage0": (128, 128, 128), "stage1": (160, 64, 64), "stage2": (320, 64, 64),
+        "stage3": (320, 64, 64)}
+    first, second = mobile.image_encoder.patch_embed.seq[0].c, mobile.image_encoder.patch_embed.seq[2].c
+    assert (first.weight.shape, first.stride, second.weight.shape, second.stride) == (
+        (32, 3, 3, 3), (2, 2), (64, 32, 3, 3), (2, 2))
+    # MobileSAM's and LiteMedSAM's checkpoints share every name; only the patch embedding's kernels differ
+    mobile_shapes, lite_shapes = mobile.state_dict(), lite.state_dict()
+    assert mobile_shapes.keys() == lite_shapes.keys()
+    assert {k for k in mobile_shapes if mobile_shapes[k].shape != lite_shapes[k].shape} == {
+        "image_encoder.patch_embed.seq.0.c.weight", "image_encoder.patch_embed.seq.2.c.weight"}
+    with pytest.raises(SamdgError, match="mobile_sam.pt.*ChaoningZhang/MobileSAM"):
+        build_sam("mobilesam")
+
+
+def _tiny_mobilesam_config():
+    """A tiny TinyViT of MobileSAM's layout: 3x3 stride-2 patch embedding (stride 4), merges 2, 2, 1."""
+    spec = TinyViTSpec(embed_dims=(16, 24, 32, 48), depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 3),
+                       window_sizes=(4, 5, 4, 3), merge_strides=(2, 2, 1), patch_kernel=3, patch_stride=2)
+    return dataclasses.replace(get_variant("tiny_tinyvit_test"), name="tiny_mobilesam", input_size=128, encoder=spec,
+                               intensity="sam_meanstd_255",
+                               ignored_checkpoint_keys=("image_encoder.norm_head.", "image_encoder.head."))
+
+
+def test_a_tiny_mobilesam_layout_runs_with_the_announced_shapes():
+    config = _tiny_mobilesam_config()
+    assert config.encoder.stride == 16 and config.embedding_size == 8
+    model = SamModel.from_config(config).eval()
+    encoder = model.image_encoder
+    assert encoder.feature_shapes() == {"stem": (16, 32, 32), "stage0": (24, 16, 16), "stage1": (32, 8, 8),
+                                        "stage2": (48, 8, 8), "stage3": (48, 8, 8)}
+    images = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        embedding, taps = encoder.forward_features(images, encoder.tap_names)
+        logits, _ = model(images)
+    assert embedding.shape == (2, 256, 8, 8) and logits.shape == (2, 1, 32, 32)
+    assert {name: tuple(t.shape[1:]) for name, t in taps.items()} == encoder.feature_shapes()
+
+
+def test_a_checkpoints_unused_classifier_is_ignored_on_load(tmp_path):
+    config = _tiny_mobilesam_config()
+    model = SamModel.from_config(config)
+    state = _random_state(model)
+    state["image_encoder.norm_head.weight"] = torch.ones(48)
+    state["image_encoder.head.weight"] = torch.ones(1000, 48)
+    load_state(model, state, tmp_path / "mobile_sam.pt", config)
+    torch.testing.assert_close(model.image_encoder.neck[0].weight, state["image_encoder.neck.0.weight"])
+    strict = dataclasses.replace(config, ignored_checkpoint_keys=())
+    with pytest.raises(SamdgError, match="2 unexpected \\(image_encoder.head.weight, image_encoder.norm_head.weight"):
+        load_state(SamModel.from_config(strict), state, tmp_path / "mobile_sam.pt", strict)

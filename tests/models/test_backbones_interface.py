@@ -3,7 +3,6 @@ conventions and the batched prompt decoding of SamModel (slots, hooks and stages
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from segment_anything.modeling.image_encoder import add_decomposed_rel_pos
@@ -74,7 +73,8 @@ def _naive_attention(attention, x, tokens):
         batch, n, _ = x.shape
         qkv = attention.qkv(attention.norm(x)).view(batch, n, attention.num_heads, -1)
         q, k, v = (t.permute(0, 2, 1, 3) for t in qkv.split([attention.key_dim] * 2 + [attention.value_dim], dim=3))
-        logits = q @ k.transpose(-2, -1) * attention.scale + attention.attention_biases[:, attention.attention_bias_idxs]
+        bias = attention.attention_biases[:, attention.attention_bias_idxs]
+        logits = q @ k.transpose(-2, -1) * attention.scale + bias
     prompt_bias = tokens.logit_bias.expand(attention.num_heads, -1)[None, :, None, :]
     extra = q @ tokens.key.transpose(-2, -1) * attention.scale + prompt_bias
     weights = torch.cat([logits, extra], dim=-1).softmax(dim=-1)

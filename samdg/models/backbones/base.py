@@ -138,7 +138,8 @@ class Backbone(nn.Module):
             )
         size = self.config.input_size
         if images.ndim != 4 or tuple(images.shape[1:]) != (3, size, size):
-            raise ValueError(f"{self.config.name} expects images of shape (B,3,{size},{size}), got {tuple(images.shape)}")
+            raise ValueError(
+                f"{self.config.name} expects images of shape (B,3,{size},{size}), got {tuple(images.shape)}")
         normalised = self.normalize(images)
         x = self.embed(normalised)
         context = {} if context is None else context
@@ -212,6 +213,7 @@ class Backbone(nn.Module):
         super().train(mode)
         if mode:
             for module in self.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine and not module.weight.requires_grad:
+                affine_norm = isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine
+                if affine_norm and not module.weight.requires_grad:
                     module.eval()
         return self

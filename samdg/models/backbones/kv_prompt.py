@@ -50,7 +50,9 @@ class KeyValuePrompt(nn.Module):
     ) -> None:
         super().__init__()
         bound = init_range if init_range is not None else (6.0 / (num_tokens + head_dim)) ** 0.5
-        shape = (num_heads, num_tokens, head_dim) if select_by is None else (num_choices, num_heads, num_tokens, head_dim)
+        shape = (num_heads, num_tokens, head_dim)
+        if select_by is not None:
+            shape = (num_choices, *shape)
         self.select_by = select_by
         self.key = nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
         self.value = None if shared else nn.Parameter(torch.empty(shape).uniform_(-bound, bound))

@@ -110,7 +110,8 @@ class VariantConfig:
 
     def __post_init__(self) -> None:
         if self.family not in _FAMILIES:
-            raise ValueError(f"variant {self.name}: unknown family {self.family!r} (known: {', '.join(list_families())})")
+            raise ValueError(
+                f"variant {self.name}: unknown family {self.family!r} (known: {', '.join(list_families())})")
         if self.checkpoint_source not in CHECKPOINT_SOURCES:
             raise ValueError(f"variant {self.name}: unknown checkpoint source {self.checkpoint_source!r}")
         if self.native_input_size is None:

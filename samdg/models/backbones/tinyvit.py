@@ -35,7 +35,8 @@ class ConvBN(nn.Sequential):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1, padding: int = 0,
                  groups: int = 1, bn_weight_init: float = 1.0) -> None:
         super().__init__()
-        self.add_module("c", nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False))
+        conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False)
+        self.add_module("c", conv)
         self.add_module("bn", nn.BatchNorm2d(out_channels))
         nn.init.constant_(self.bn.weight, bn_weight_init)
         nn.init.zeros_(self.bn.bias)

@@ -55,17 +55,20 @@ def _sam(name: str, spec: ViTSpec, filename: str, sha256: str) -> VariantConfig:
 
 @register_variant("vit_b")
 def vit_b() -> VariantConfig:
-    return _sam("vit_b", VIT_B, "sam_vit_b_01ec64.pth", "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912")
+    return _sam("vit_b", VIT_B, "sam_vit_b_01ec64.pth",
+                "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912")
 
 
 @register_variant("vit_l")
 def vit_l() -> VariantConfig:
-    return _sam("vit_l", VIT_L, "sam_vit_l_0b3195.pth", "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622")
+    return _sam("vit_l", VIT_L, "sam_vit_l_0b3195.pth",
+                "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622")
 
 
 @register_variant("vit_h")
 def vit_h() -> VariantConfig:
-    return _sam("vit_h", VIT_H, "sam_vit_h_4b8939.pth", "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e")
+    return _sam("vit_h", VIT_H, "sam_vit_h_4b8939.pth",
+                "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e")
 
 
 @register_variant("medsam_vit_b")
