@@ -19,7 +19,8 @@ from pathlib import Path
 from samdg.errors import SamdgError
 
 DEFAULT_BASE = Path("samdg_data")
-_ROOTS = {"raw": "SAMDG_raw", "preprocessed": "SAMDG_preprocessed", "results": "SAMDG_results", "weights": "SAMDG_weights"}
+_ROOTS = {"raw": "SAMDG_raw", "preprocessed": "SAMDG_preprocessed", "results": "SAMDG_results",
+          "weights": "SAMDG_weights"}
 _announced: set[str] = set()
 
 

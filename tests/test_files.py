@@ -6,8 +6,8 @@ import tempfile
 import numpy as np
 import pytest
 
-from samdg.utils.files import atomic_path, atomic_save_npy, atomic_write_json, load_json, make_folder
 from samdg.errors import SamdgError
+from samdg.utils.files import atomic_path, atomic_save_npy, atomic_write_json, load_json, make_folder
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):

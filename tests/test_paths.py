@@ -83,7 +83,8 @@ def test_an_output_folder_in_the_raw_data_or_around_the_inputs_is_refused(samdg_
     inputs.mkdir(parents=True)
     for folder, message in [(samdg_roots["raw"] / "Dataset005_X" / "labelsTs", "lies inside SAMDG_raw="),
                             (samdg_roots["raw"], "lies inside SAMDG_raw="),
-                            (inputs, "lies inside the input folder"), (inputs / "preds", "lies inside the input folder"),
+                            (inputs, "lies inside the input folder"),
+                            (inputs / "preds", "lies inside the input folder"),
                             (inputs.parent, "contains the input folder")]:
         with pytest.raises(SamdgError, match=f"^-o {folder}: {message}"):
             paths.check_output_folder(folder, "-o", (inputs,))

@@ -38,12 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output) if args.output else Path(args.pred)
     # said before anything is read: the tables must not land in the raw data or among the reference labels
     check_output_folder(output, "-o" if args.output else "-o (default: the -pred folder)", (Path(args.ref),))
+    import pandas as pd
+
     from samdg.evaluation.aggregate import group_statistics
     from samdg.evaluation.evaluate import PER_CASE_FILE, PER_DOMAIN_FILE, SUMMARY_FILE, evaluate_folders
     from samdg.evaluation.inputs import find_dataset_json, setup_from_dataset_json
     from samdg.evaluation.report import per_domain_markdown
-
-    import pandas as pd
 
     setup = setup_from_dataset_json(find_dataset_json(args.ref, args.pred, args.dataset))
     for note in setup.notes:
@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     per_domain = pd.read_csv(output / PER_DOMAIN_FILE, keep_default_na=False, na_values=["NaN"])
     pooled = group_statistics(per_case, ["label"]) if per_domain["domain"].nunique() > 1 else None
     print(per_domain_markdown(per_domain, pooled=pooled))
-    print(f"\nDice/IoU are NaN (left out of means) when a label is absent from both reference and prediction; "
-          f"HD95/ASSD are NaN when either mask is empty (see the 'missed' and 'false positive' columns).")
+    print("\nDice/IoU are NaN (left out of means) when a label is absent from both reference and prediction; "
+          "HD95/ASSD are NaN when either mask is empty (see the 'missed' and 'false positive' columns).")
     print(f"Wrote {output / PER_CASE_FILE}, {output / PER_DOMAIN_FILE} and {output / SUMMARY_FILE}")
     return 0
 

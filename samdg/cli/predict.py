@@ -34,14 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("-m", "--method", help="method name, e.g. sam")
     select.add_argument("--source-domains", help="model trained on these domains (comma-separated), or 'all' for the "
                                                  "model trained on every domain")
-    select.add_argument("-f", "--folds", nargs="+", help="folds to ensemble (numbers or 'all'); default: every numbered "
-                                                         "fold with the checkpoint, else 'all'")
+    select.add_argument("-f", "--folds", nargs="+",
+                        help="folds to ensemble (numbers or 'all'); default: every numbered fold with the checkpoint, "
+                             "else 'all'")
     select.add_argument("-chk", "--checkpoint", default=DEFAULT_CHECKPOINT,
                         help=f"checkpoint file name (default {DEFAULT_CHECKPOINT})")
     select.add_argument("--model-dir", help="a model folder (<method>__<plans>__2d) or one of its fold folders; "
                                             "no search in $SAMDG_results")
     run = parser.add_argument_group("prediction")
-    run.add_argument("--device", default="auto", help="auto (default: cuda, else mps, else cpu), cpu, cuda, cuda:N, mps")
+    run.add_argument("--device", default="auto",
+                     help="auto (default: cuda, else mps, else cpu), cpu, cuda, cuda:N, mps")
     run.add_argument("-b", "--batch-size", type=int, help="slices per forward pass (default: the plan's batch size)")
     run.add_argument("--tta", action="store_true", help="mirroring test-time augmentation: average 4 in-plane flips "
                                                         "(4x the compute)")
@@ -72,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     input_dir, output_dir = Path(args.input), Path(args.output)
     _check_folders(input_dir, output_dir)
-    selection = select_model(args.dataset, args.method, args.folds, args.checkpoint, args.model_dir, args.source_domains)
+    selection = select_model(args.dataset, args.method, args.folds, args.checkpoint, args.model_dir,
+                             args.source_domains)
     model = selection.model
     print(f"model: {model.dataset}/{model.model_dir.name}"
           f"{' (sources ' + ','.join(model.source_domains) + ')' if model.source_domains else ''}, "

@@ -42,6 +42,7 @@ from samdg.planning.plans import Plans
 from samdg.preprocessing.pipeline import preprocess_case
 from samdg.utils.files import NoSpaceLeft, atomic_write_json, load_json, remove_stale_temp_files
 from samdg.utils.lock import folder_lock
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -247,7 +248,8 @@ class Predictor:
             return None
         ending = file_ending_of(differing[0])
         trained_ending = (self.dataset_json or {}).get("file_ending", "")
-        trained = " ".join(filter(None, ["2D" if self.plans.is_2d else "3D", trained_ending, "/".join(self.plans.modalities)]))
+        dimensions = "2D" if self.plans.is_2d else "3D"
+        trained = " ".join(filter(None, [dimensions, trained_ending, "/".join(self.plans.modalities)]))
         others = f" (and {len(differing) - 1} other input(s))" if len(differing) > 1 else ""
         return (f"{differing[0]}{others}: a {'2D' if ending in ENDINGS_2D else '3D'} {ending} image, but the model was "
                 f"trained on {trained} images; predicting anyway, the result may be meaningless")

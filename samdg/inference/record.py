@@ -80,7 +80,8 @@ class PredictionRecord:
                 and stamps(inputs) == entry.get("inputs"):
             return DONE, None
         for path in present:
-            ours = entry.get("state") == WRITING or (entry.get("state") == DONE and recorded.get(path.name) == file_stamp(path))
+            state = entry.get("state")
+            ours = state == WRITING or (state == DONE and recorded.get(path.name) == file_stamp(path))
             if not ours:
                 return "foreign", path
         return "todo", None

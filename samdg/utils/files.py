@@ -184,7 +184,8 @@ def load_json(path: str | os.PathLike) -> Any:
     except json.JSONDecodeError as e:
         raise SamdgError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
     except UnicodeDecodeError as e:
-        raise SamdgError(f"{path}: not valid JSON (not UTF-8 text: byte {e.start} is 0x{e.object[e.start]:02x})") from None
+        byte = e.object[e.start]
+        raise SamdgError(f"{path}: not valid JSON (not UTF-8 text: byte {e.start} is 0x{byte:02x})") from None
     except OSError as e:  # a folder with that name, no read permission, an I/O error
         raise SamdgError(f"{path}: cannot be read ({e.strerror or e})") from None
 

@@ -15,8 +15,9 @@ def test_tables_are_not_written_into_raw_data_or_the_reference_folder(samdg_root
     dataset = samdg_roots["raw"] / "Dataset905_Eval"
     references = dataset / "labelsTs"
     references.mkdir(parents=True)
-    (dataset / "dataset.json").write_text(json.dumps({"channel_names": {"0": "MR"}, "numTraining": 0,
-                                                      "labels": {"background": 0, "organ": 1}, "file_ending": ".nii.gz"}))
+    dataset_json = {"channel_names": {"0": "MR"}, "numTraining": 0, "file_ending": ".nii.gz",
+                    "labels": {"background": 0, "organ": 1}}
+    (dataset / "dataset.json").write_text(json.dumps(dataset_json))
     label = np.zeros((6, 6, 3), dtype=np.uint8)
     label[2:4, 2:4, 1] = 1
     nib.save(nib.Nifti1Image(label, np.eye(4)), references / "case.nii.gz")

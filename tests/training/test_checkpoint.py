@@ -10,8 +10,9 @@ from samdg.training.checkpoint import FORMAT_VERSION, load_checkpoint, load_mode
 
 
 def _state(module: torch.nn.Module) -> dict:
-    return {"format_version": FORMAT_VERSION, "method": "sam", "method_settings": {}, "labels": {"background": 0, "a": 1},
-            "variant": "tiny_vit_test", "input_size": 64, "model_state": module.state_dict()}
+    return {"format_version": FORMAT_VERSION, "method": "sam", "method_settings": {},
+            "labels": {"background": 0, "a": 1}, "variant": "tiny_vit_test", "input_size": 64,
+            "model_state": module.state_dict()}
 
 
 def test_empty_truncated_and_foreign_files(tmp_path):
@@ -32,7 +33,8 @@ def test_checkpoint_without_the_weights(tmp_path):
     state = _state(torch.nn.Linear(4, 2))
     del state["model_state"], state["variant"]
     torch.save(state, path)
-    with pytest.raises(SamdgError, match="checkpoint_final.pth: incomplete samdg checkpoint, it lacks variant, model_state"):
+    message = "checkpoint_final.pth: incomplete samdg checkpoint, it lacks variant, model_state"
+    with pytest.raises(SamdgError, match=message):
         load_checkpoint(path)
 
 
