@@ -91,3 +91,17 @@ def test_released_on_error_and_an_unused_new_folder_is_removed(tmp_path):
             (folder / "plans.json").write_text("{}")
             raise ValueError("the run failed after writing")
     assert [p.name for p in folder.iterdir()] == ["plans.json"]
+
+
+def test_a_full_disk_while_taking_the_lock_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    def full(descriptor, data, offset):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", full)
+    folder = tmp_path / "new" / "fold_0"
+    with pytest.raises(SamdgError, match=f"^no space left on {folder} \\(writing {LOCK_NAME}\\)"):
+        with folder_lock(folder):
+            pass
+    assert not (tmp_path / "new").exists()

@@ -13,6 +13,7 @@ On network file systems ``flock`` works where the server supports locks (NFSv4 d
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 from samdg.errors import SamdgError
-from samdg.utils.files import make_folder, process_alive
+from samdg.utils.files import NoSpaceLeft, make_folder, no_space_message, process_alive
 
 LOCK_NAME = ".samdg.lock"
 
@@ -87,7 +88,14 @@ def _acquire(path: Path, folder: Path) -> int:
         if not _same_file(descriptor, path):  # the previous holder removed the file between our open and lock
             os.close(descriptor)
             continue
-        _write_holder(descriptor)
+        try:
+            _write_holder(descriptor)
+        except OSError as error:  # a full disk, most likely
+            path.unlink(missing_ok=True)  # still ours: we hold its lock
+            os.close(descriptor)
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise NoSpaceLeft(no_space_message(path)) from None
+            raise SamdgError(f"{path}: cannot write ({error.strerror or error})") from None
         return descriptor
 
 
