@@ -54,11 +54,18 @@ def is_within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
     return path == folder or folder in path.parents
 
 
+def _raw_to_protect() -> Path | None:
+    """SAMDG_raw when set; else the local default when it exists (an unset variable with no raw data there
+    protects nothing, and must not refuse e.g. SAMDG_results=. for a user who only predicts)."""
+    raw = _root("raw", announce=False)
+    return raw if os.environ.get(_ROOTS["raw"]) or raw.exists() else None
+
+
 def _checked_apart_from_raw(kind: str) -> Path:
     """The root of ``kind``; a SamdgError when it is SAMDG_raw, lies inside it or contains it (writes would land
     in, or next to and over, the raw datasets)."""
-    root, raw = _root(kind), _root("raw", announce=False)
-    if is_within(root, raw) or is_within(raw, root):
+    root, raw = _root(kind), _raw_to_protect()
+    if raw is not None and (is_within(root, raw) or is_within(raw, root)):
         relation = ("is" if is_within(raw, root) else "lies inside") if is_within(root, raw) else "contains"
         raise SamdgError(f"{_ROOTS[kind]}={root} {relation} SAMDG_raw={raw}; raw data is read-only, so point "
                          f"{_ROOTS[kind]} at a folder apart from the raw data")
@@ -68,8 +75,8 @@ def _checked_apart_from_raw(kind: str) -> Path:
 def check_output_folder(folder: str | os.PathLike, option: str, input_folders: tuple[Path, ...] = ()) -> None:
     """Refuse an output folder that would write into raw data: equal to or inside ``SAMDG_raw``, or equal to,
     inside or containing one of ``input_folders`` (outputs land next to, and dataset.json over, the inputs)."""
-    raw = _root("raw", announce=False)
-    if is_within(folder, raw):
+    raw = _raw_to_protect()
+    if raw is not None and is_within(folder, raw):
         raise SamdgError(f"{option} {folder}: lies inside SAMDG_raw={raw}; raw data is read-only, choose an output "
                          "folder outside it")
     for inputs in input_folders:

@@ -89,3 +89,13 @@ def test_an_output_folder_in_the_raw_data_or_around_the_inputs_is_refused(samdg_
         with pytest.raises(SamdgError, match=f"^-o {folder}: {message}"):
             paths.check_output_folder(folder, "-o", (inputs,))
     paths.check_output_folder(tmp_path / "predictions", "-o", (inputs,))
+
+
+def test_an_unset_raw_root_without_data_protects_nothing(samdg_roots, monkeypatch, tmp_path):
+    monkeypatch.delenv("SAMDG_raw")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SAMDG_results", str(tmp_path))  # would contain ./samdg_data/raw, which does not exist
+    assert paths.results_root() == tmp_path
+    (tmp_path / "samdg_data" / "raw").mkdir(parents=True)
+    with pytest.raises(SamdgError, match="SAMDG_results=.* contains SAMDG_raw="):
+        paths.results_root()
