@@ -76,12 +76,12 @@ class PredictionRecord:
         entry = self.cases.get(case_id) or {}
         recorded = entry.get("outputs") or {}
         present = [p for p in outputs if p.exists() or p.is_symlink()]
-        if entry.get("state") == DONE and len(present) == len(outputs) and stamps(outputs) == recorded \
-                and stamps(inputs) == entry.get("inputs"):
+        state = entry.get("state")
+        unchanged = [p for p in present if recorded.get(p.name) == file_stamp(p)]  # an .npz not asked for is no matter
+        if state == DONE and len(unchanged) == len(outputs) and stamps(inputs) == entry.get("inputs"):
             return DONE, None
         for path in present:
-            state = entry.get("state")
-            ours = state == WRITING or (state == DONE and recorded.get(path.name) == file_stamp(path))
+            ours = state == WRITING or (state == DONE and path in unchanged)
             if not ours:
                 return "foreign", path
         return "todo", None

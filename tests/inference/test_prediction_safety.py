@@ -147,6 +147,8 @@ def test_temp_files_of_a_killed_prediction_are_removed_by_the_rerun(session_root
     assert predict.main(_argv(session_roots, output, "--save-probabilities")) == 0
     assert not leftover.exists()
     assert "0 case(s) predicted, 2 already done" in capsys.readouterr().err
+    assert predict.main(_argv(session_roots, output)) == 0  # the label maps alone are as finished
+    assert "0 case(s) predicted, 2 already done" in capsys.readouterr().err
 
 
 def test_a_2d_image_for_a_model_trained_on_3d_volumes_is_said(session_roots, tmp_path, capsys):
