@@ -60,7 +60,8 @@ class ChannelNormalization:
         "grey); `rgb_scale`: divide by clip_high (255 for 8-bit); `minmax`: each case's min..max to [0,1]")
     clip_low: float | None = _doc("lower clip value (`ct_clip_scale`, `rgb_scale`), else null", default=None)
     clip_high: float | None = _doc("upper clip value (`ct_clip_scale`, `rgb_scale`), else null", default=None)
-    percentiles: list[float] | None = _doc("per-case percentiles of nonzero voxels (`percentile_clip_scale`)", default=None)
+    percentiles: list[float] | None = _doc("per-case percentiles of nonzero voxels (`percentile_clip_scale`)",
+                                           default=None)
 
 
 @dataclass
@@ -201,8 +202,9 @@ class Plans:
             if norm.scheme in ("ct_clip_scale", "rgb_scale") and (norm.clip_low is None or norm.clip_high is None
                                                                   or norm.clip_high <= norm.clip_low):
                 problems.append(f"normalization.{i}: {norm.scheme} needs clip_low < clip_high")
-            if norm.scheme == "percentile_clip_scale" and (not norm.percentiles or len(norm.percentiles) != 2
-                                                           or not 0 <= norm.percentiles[0] < norm.percentiles[1] <= 100):
+            percentiles = norm.percentiles
+            if norm.scheme == "percentile_clip_scale" and (not percentiles or len(percentiles) != 2
+                                                           or not 0 <= percentiles[0] < percentiles[1] <= 100):
                 problems.append(f"normalization.{i}: percentile_clip_scale needs percentiles [low, high] in 0..100")
         mapping = self.channel_mapping
         if len(mapping.channels) != 3 or len(mapping.slice_offsets) != 3:
@@ -215,7 +217,8 @@ class Plans:
         if self.sam.inplane_crop is not None and (len(self.sam.inplane_crop) != 2 or min(self.sam.inplane_crop) < 1):
             problems.append("sam.inplane_crop must be null or [rows, cols]")
         t = self.training
-        if t.batch_size < 1 or t.batch_size_cpu < 1 or t.num_epochs < 1 or t.iterations_per_epoch < 1 or t.num_workers < 0:
+        if (min(t.batch_size, t.batch_size_cpu, t.num_epochs, t.iterations_per_epoch) < 1
+                or t.num_workers < 0):
             problems.append("training: batch sizes, num_epochs and iterations_per_epoch must be >= 1, num_workers >= 0")
         if not 0 <= t.oversample_foreground_percent <= 1:
             problems.append("training.oversample_foreground_percent must lie in [0, 1]")
@@ -405,7 +408,6 @@ def _resolve(root: Any, hint: Any, parts: list[str], key: str):
     node, node_hint, metadata = root, hint, {}
     for depth, part in enumerate(parts):
         last = depth == len(parts) - 1
-        origin, args = typing.get_origin(node_hint), typing.get_args(node_hint)
         if dataclasses.is_dataclass(node):
             hints = _hints(type(node))
             if part not in hints:
@@ -418,7 +420,8 @@ def _resolve(root: Any, hint: Any, parts: list[str], key: str):
             child, child_hint = node[int(part)], _element_hint(node_hint, 0)
         elif isinstance(node, dict):
             if part not in node:
-                raise SamdgError(f"--override {key}: unknown key '{part}'; valid keys here: {', '.join(node) or 'none'}")
+                raise SamdgError(f"--override {key}: unknown key '{part}'; valid keys here: "
+                                 f"{', '.join(node) or 'none'}")
             child, child_hint = node[part], _element_hint(node_hint, 1)
         else:
             raise SamdgError(f"--override {key}: '{parts[depth - 1]}' has no sub-keys")

@@ -129,7 +129,8 @@ class Trainer:
                                    crop, rank, world)
         pin = self.device.type == "cuda"
         self.train_loader, self.train_indices = make_loader(train_batches, run.iters_per_epoch, run.num_workers, pin)
-        self.val_loader, self.val_indices = make_loader(val_batches, run.val_iterations, (run.num_workers + 1) // 2, pin)
+        self.val_loader, self.val_indices = make_loader(val_batches, run.val_iterations, (run.num_workers + 1) // 2,
+                                                        pin)
 
         self.epoch = 0  # finished epochs
         self.resumed_from: str | None = None
@@ -146,7 +147,8 @@ class Trainer:
         names = self.method.cacheable_features()
         if names is None:
             raise SamdgError(f"--embedding-cache {mode}: with its current settings method '{self.run.args.method}' "
-                             "trains its image encoder, so encoder features cannot be cached; use --embedding-cache off")
+                             "trains its image encoder, so encoder features cannot be cached; use "
+                             "--embedding-cache off")
         folder = None
         if mode == "disk":
             plans = self.run.plans
@@ -169,7 +171,8 @@ class Trainer:
         per_slice = sum(2 * int(np.prod(shapes[name])) for name in ("embedding", *names))
         slices = sum(self.run.cases[c].num_slices for c in {*self.run.train_cases, *self.run.val_cases})
         where = "RAM of each training process" if mode == "memory" else "disk"
-        self.record.log(f"embedding cache ({mode}): {', '.join(('embedding', *names))}; {per_slice / 2**20:.2f} MiB per slice, up to "
+        self.record.log(f"embedding cache ({mode}): {', '.join(('embedding', *names))}; "
+                        f"{per_slice / 2**20:.2f} MiB per slice, up to "
                         f"{slices} slices = {per_slice * slices / 2**30:.2f} GiB of {where}")
 
     def autocast(self):
@@ -365,7 +368,8 @@ class Trainer:
             self.write_run_files()
         if run.args.continue_training:
             # Every process reads the file itself (multi-node runs need the results folder on shared storage).
-            self.resumed_from = broadcast_object(self.resume_candidate() if self.context.is_main else None, self.context)
+            candidate = self.resume_candidate() if self.context.is_main else None
+            self.resumed_from = broadcast_object(candidate, self.context)
             if self.resumed_from:
                 path = self.output_dir / self.resumed_from
                 self.load_state(ckpt.load_checkpoint(path), path)
@@ -376,15 +380,17 @@ class Trainer:
             self.record.log("existing checkpoints in this folder will be overwritten (use --c to continue instead)")
         if self.context.is_main and not self.resumed_from:
             plans = run.plans
-            self.record.log(f"dataset {run.dataset_name}, method {run.args.method}, fold {run.fold}"
-                            + (f", source domains {', '.join(run.args.source_domains)}" if run.args.source_domains else ""))
+            sources = f", source domains {', '.join(run.args.source_domains)}" if run.args.source_domains else ""
+            self.record.log(f"dataset {run.dataset_name}, method {run.args.method}, fold {run.fold}{sources}")
             self.record.log(f"variant {plans.sam.variant} at {plans.sam.input_size} px; device {self.device}"
                             f"{' x ' + str(self.context.world_size) + ' processes' if self.context.enabled else ''}; "
                             f"precision {'bf16 autocast' if self.amp_dtype else 'fp32'}")
-            self.record.log(f"trainable parameters: {count_trainable(self.method):,} of {count_parameters(self.method):,}")
+            self.record.log(f"trainable parameters: {count_trainable(self.method):,} of "
+                            f"{count_parameters(self.method):,}")
             self.record.log(f"{len(run.train_cases)} training / {len(run.val_cases)} validation cases; "
                             f"{run.epochs} epochs x {run.iters_per_epoch} iterations, global batch "
-                            f"{run.global_batch_size} ({run.global_batch_size // self.context.world_size} per process), "
+                            f"{run.global_batch_size} ({run.global_batch_size // self.context.world_size} per "
+                            "process), "
                             f"augmentation {run.augmentation}, embedding cache {run.args.embedding_cache}, "
                             f"{run.num_workers} loader workers, seed {run.args.seed}")
             note = fold_note(run.train_cases, run.val_cases)
@@ -423,7 +429,8 @@ class Trainer:
 
         plans = self.run.plans
         cached = _CachedPredict(self.method, self.cache, self._encode_for_cache)
-        predictor = SlicePredictor([cached], self.input_size, plans.sam.inplane_crop, ((),), self.device, self.amp_dtype)
+        predictor = SlicePredictor([cached], self.input_size, plans.sam.inplane_crop, ((),), self.device,
+                                   self.amp_dtype)
         batch_size = max(1, self.run.global_batch_size // self.context.world_size)
         results = {}
         with evaluating(self.method):

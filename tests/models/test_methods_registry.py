@@ -18,10 +18,10 @@ from samdg.models.methods import (
     get_method,
     list_methods,
     register_method,
+    registry,
     resolve_settings,
     settings_classes,
 )
-from samdg.models.methods import registry
 from samdg.planning.plans import _doc, to_plain
 
 SPEC = LabelSpec.from_dataset_json({"background": 0, "a": 1})

@@ -9,7 +9,6 @@ import torch
 
 from samdg.labels import LabelSpec
 from samdg.models.backbones import build_sam
-from samdg.models.methods import build_method
 from samdg.models.layers.sam_decoding import (
     box_prompts,
     decode_masks,
@@ -22,6 +21,7 @@ from samdg.models.layers.sam_decoding import (
     upscale_image_tokens,
     whole_image_boxes,
 )
+from samdg.models.methods import build_method
 from samdg.models.methods.lora import LoRALinear
 from samdg.models.methods.losses import dice_bce_loss
 
@@ -44,7 +44,8 @@ def test_per_class_decoder_starts_from_the_pretrained_mask_heads(tiny_sam):
         for mine, theirs in zip(decoder.output_hypernetworks_mlps[k].parameters(),
                                 pretrained.output_hypernetworks_mlps[source].parameters()):
             assert torch.equal(mine, theirs) and mine is not theirs
-    assert torch.equal(decoder.iou_prediction_head.layers[-1].weight[5], pretrained.iou_prediction_head.layers[-1].weight[1])
+    last, pretrained_last = decoder.iou_prediction_head.layers[-1], pretrained.iou_prediction_head.layers[-1]
+    assert torch.equal(last.weight[5], pretrained_last.weight[1])
     assert pretrained.num_mask_tokens == 4  # the pretrained decoder is left as it was
 
 
@@ -151,7 +152,8 @@ def test_lora_starts_as_the_frozen_model_and_trains_only_its_factors(variant):
     adapted.train()
     batch = {"image": images, "target": torch.randint(0, 6, (2, size, size))}
     adapted.loss(adapted(batch), batch)[0].backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in adapted.named_parameters() if n.endswith("lora_b"))
+    lora_b = [p for n, p in adapted.named_parameters() if n.endswith("lora_b")]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in lora_b)
     assert all(p.grad is None for n, p in adapted.image_encoder.named_parameters() if "lora_" not in n)
 
 

@@ -11,7 +11,7 @@ from raw_builders import fingerprint_stub, stub_dataset_json
 from samdg.errors import SamdgError
 from samdg.planning import plans as plans_module
 from samdg.planning.planner import plan_experiment
-from samdg.planning.plans import Plans, apply_overrides, field_reference_markdown, valid_override_keys
+from samdg.planning.plans import Plans, apply_overrides, valid_override_keys
 
 DOCS = Path(__file__).resolve().parents[2] / "documentation" / "plans.md"
 
@@ -207,8 +207,8 @@ def test_documentation_field_tables_are_generated_from_the_dataclasses():
     from samdg.planning.docs import reference_markdown
 
     table = reference_markdown()
-    for key in ("`training.batch_size`", "`channel_mapping.slice_offsets`", "`normalization.N.scheme`", "`sam.input_size`",
-                "`methods.sam.lora_rank`", "`methods.desam.taps`", "`methods.dapsam.memory_slots`"):
+    for key in ("`training.batch_size`", "`channel_mapping.slice_offsets`", "`normalization.N.scheme`",
+                "`sam.input_size`", "`methods.sam.lora_rank`", "`methods.desam.taps`", "`methods.dapsam.memory_slots`"):
         assert key in table
     assert all(f"### `methods.{name}`" in table for name in list_methods())  # every method's settings table
     assert "| `methods.sam.lr` | `float` | `0.0001` | > 0 |" in table

@@ -3,6 +3,7 @@
 Importing this package registers every method shipped with samdg.
 """
 
+from samdg.models.methods import dapsam, desam, sam  # noqa: F401  (each module registers its method)
 from samdg.models.methods.base import FrozenSamMethod, SegmentationMethod
 from samdg.models.methods.optimization import OptimizerSetup
 from samdg.models.methods.registry import (
@@ -15,7 +16,6 @@ from samdg.models.methods.registry import (
     settings_classes,
 )
 from samdg.models.methods.settings import MethodSettings, SamMethodSettings
-from samdg.models.methods import dapsam, desam, sam  # noqa: F401  (each module registers its method)
 
 __all__ = [
     "FrozenSamMethod",

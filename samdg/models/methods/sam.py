@@ -6,8 +6,9 @@ SAM (Kirillov et al., ICCV 2023) fine-tuned for automatic, prompt-free segmentat
 - the image encoder is frozen (optionally with LoRA on the attention ``qkv`` projections, ``lora_rank > 0``);
 - the prompt encoder is frozen and called with no prompt (empty sparse tokens, its learned "no mask" dense
   embedding), so prediction never needs a user prompt;
-- SAM's mask decoder gets one mask token per class (:func:`samdg.models.layers.sam_decoding.per_class_mask_decoder`) and is fine-tuned;
-  each class has its own sigmoid, trained with soft Dice + BCE (:mod:`samdg.models.methods.losses`).
+- SAM's mask decoder gets one mask token per class
+  (:func:`samdg.models.layers.sam_decoding.per_class_mask_decoder`) and is fine-tuned; each class has its own
+  sigmoid, trained with soft Dice + BCE (:mod:`samdg.models.methods.losses`).
 
 Deviations from SAMed, on purpose: one sigmoid per class instead of a softmax over K+1 outputs (so nnU-Net
 regions work and the label rule is :func:`samdg.labels.label_map_from_logits`); LoRA on the whole fused ``qkv``
