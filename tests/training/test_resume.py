@@ -73,3 +73,21 @@ def test_resumed_run_matches_uninterrupted_run(synthetic_dataset, quick_args, ra
     args.overrides = {**args.overrides, "methods.sam.lr": 2e-3}
     with pytest.raises(SamdgError, match="cannot continue, the checkpoint differs in methods.sam.lr"):
         train(args)
+
+
+def test_a_checkpoint_written_before_a_setting_existed_continues_and_predicts(synthetic_dataset, quick_args):
+    from samdg.training import load_trained_method
+    from samdg.training.checkpoint import save_checkpoint
+
+    args = quick_args(epochs=1, iters_per_epoch=1, final_validation=False)
+    fold_dir = train(args)
+    path = fold_dir / "checkpoint_final.pth"
+    state = load_checkpoint(path)
+    for key in ("bce_weight", "betas", "input_size_by_family"):  # settings added after this checkpoint was written
+        del state["method_settings"][key]
+    save_checkpoint(path, state)
+    method, _, _ = load_trained_method(fold_dir)
+    assert method.settings.bce_weight == 1.0 and method.settings.betas == [0.9, 0.999]
+    args.continue_training, args.epochs = True, 2
+    train(args)  # the defaults fill the missing keys: no "the checkpoint differs" refusal
+    assert load_checkpoint(path)["epoch"] == 2
