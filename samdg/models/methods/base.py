@@ -142,7 +142,7 @@ class SegmentationMethod(nn.Module):
 
     def in_decoder_dtype(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Cached features are fp16; outside autocast the decoder needs its own dtype."""
-        dtype = next(iter(self.trainable_parameters()), torch.empty(0)).dtype
+        dtype = next(self.parameters()).dtype
         return {name: (t.to(dtype) if t.is_floating_point() and t.dtype != dtype else t)
                 for name, t in features.items()}
 
