@@ -68,6 +68,15 @@ def test_transform_contract_shapes_range_labels_and_determinism(name):
         assert not np.array_equal(outputs[2][0][0], outputs[2][0][1])
 
 
+@pytest.mark.parametrize("name", TRANSFORMS)
+def test_blank_slice_gives_a_finite_flat_image(name):
+    """Padding-only or empty slices (a constant image) must not produce NaN from the standardisation or the FFT."""
+    blank, label = np.zeros((3, 32, 32), np.float32), np.zeros((32, 32), np.int16)
+    for seed in range(4):
+        out, _ = TRANSFORMS[name](blank, label, np.random.default_rng(seed))
+        assert np.isfinite(out).all() and 0.0 <= out.min() and out.max() <= 1.0 and np.ptp(out) < 1e-5
+
+
 @pytest.mark.parametrize("name", ["gin", "gla", "lla", "fourier"])
 def test_distinct_channels_get_the_same_channel_wise_mapping(name):
     """Shared-weight transforms map each channel alike: channel c of a 3-channel image = the 1-channel result."""
