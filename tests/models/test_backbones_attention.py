@@ -13,7 +13,7 @@ from segment_anything.modeling.image_encoder import Attention as StockAttention
 from samdg.models.backbones import build_backbone, get_variant
 from samdg.models.backbones.attention import RelPosSdpaAttention
 from samdg.models.backbones.intensity import apply_intensity
-from samdg.models.backbones.tinyvit import AttentionStage, ConvStage
+from samdg.models.backbones.tinyvit import AttentionStage, ConvStage, PatchEmbed
 
 
 def _randomise(module: torch.nn.Module, seed: int = 0) -> None:
@@ -112,3 +112,20 @@ def test_tinyvit_stages_match_the_reference_implementation(training):
         ref_out = ref_attn(ref_mid)  # tokens (B, 25, 32)
         ours_out = ours_attn(ours_mid)
     torch.testing.assert_close(ours_out.flatten(2).transpose(1, 2), ref_out, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+def test_mobilesam_patch_embedding_matches_the_reference_layout(training):
+    """MobileSAM's embedding (commented out in the vendored LiteMedSAM copy): 3x3 stride-2 conv-BN, GELU, again."""
+    reference = _reference_tinyvit()
+    ref = torch.nn.Sequential(reference.Conv2d_BN(3, 8, 3, 2, 1), torch.nn.GELU(), reference.Conv2d_BN(8, 16, 3, 2, 1))
+    ours = PatchEmbed(3, 16, kernel=3, stride=2)
+    _randomise(ref, seed=3)
+    ours.seq.load_state_dict(ref.state_dict(), strict=True)
+    ref.train(training)
+    ours.train(training)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = ref(x)
+        torch.testing.assert_close(ours(x), expected, atol=1e-5, rtol=1e-5)
+    assert expected.shape == (2, 16, 8, 8)
