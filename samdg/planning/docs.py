@@ -8,7 +8,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from samdg.planning.plans import field_reference_markdown, method_settings_classes, settings_table
+from samdg.planning.plans import field_reference_markdown, method_settings_classes
+from samdg.utils.schema import markdown_table
 
 BEGIN, END = "<!-- BEGIN GENERATED FIELD REFERENCE -->", "<!-- END GENERATED FIELD REFERENCE -->"
 PAGE = Path(__file__).resolve().parents[2] / "documentation" / "plans.md"
@@ -16,7 +17,7 @@ PAGE = Path(__file__).resolve().parents[2] / "documentation" / "plans.md"
 
 def method_settings_markdown() -> str:
     """One table per registered method: the keys of ``methods.<name>`` (what ``--override`` accepts)."""
-    tables = [settings_table(cls, f"methods.{name}.", f"### `methods.{name}` ({cls.__doc__.strip()})")
+    tables = [markdown_table(cls, f"methods.{name}.", f"### `methods.{name}` ({cls.__doc__.strip()})")
               for name, cls in method_settings_classes().items()]
     return "\n\n".join(tables) + "\n"
 

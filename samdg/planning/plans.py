@@ -22,12 +22,21 @@ import dataclasses
 import hashlib
 import json
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from samdg.errors import SamdgError
 from samdg.utils.files import atomic_write_json, load_json
+from samdg.utils.schema import (
+    check_bounds,
+    convert,
+    from_plain,
+    markdown_table,
+    to_plain,
+    type_hints,
+)
+from samdg.utils.schema import doc_field as _doc  # short: it opens every field below
 
 SCHEMA_VERSION = 1
 PLANS_NAME = "samdgPlans"
@@ -36,18 +45,6 @@ DATA_IDENTIFIER = "samdgPlans_2d"
 NormalizationScheme = Literal["ct_clip_scale", "percentile_clip_scale", "rgb_scale", "minmax"]
 MappingMode = Literal["replicate", "context", "modalities", "rgb"]
 Augmentation = Literal["default", "dg_strong", "none", "dg_gin", "dg_slaug", "dg_fourier", "dg_all"]
-
-
-BOUNDS = ("minimum", "exclusive_minimum", "maximum", "exclusive_maximum")
-
-
-def _doc(text: str, *, minimum: float | None = None, exclusive_minimum: float | None = None,
-         maximum: float | None = None, exclusive_maximum: float | None = None, **kwargs) -> Any:
-    """A dataclass field documented by ``text``; numbers (also inside lists and dict values) must lie in the bounds."""
-    bounds = {"minimum": minimum, "exclusive_minimum": exclusive_minimum, "maximum": maximum,
-              "exclusive_maximum": exclusive_maximum}
-    metadata = {"doc": text, **{name: value for name, value in bounds.items() if value is not None}}
-    return field(metadata=metadata, **kwargs)
 
 
 @dataclass
@@ -151,7 +148,7 @@ class Plans:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "plans") -> "Plans":
         data = migrate(copy.deepcopy(data), source)
-        plans = _build(cls, data, source)
+        plans = from_plain(cls, data, source)
         _complete_method_blocks(plans, source)
         plans.validate(source)
         return plans
@@ -256,125 +253,6 @@ def migrate(data: dict[str, Any], source: str = "plans") -> dict[str, Any]:
     return data
 
 
-# ------------------------------------------------------------------------------------- dataclass <-> JSON
-def to_plain(value: Any) -> Any:
-    """Dataclasses, tuples and numpy scalars -> plain JSON types."""
-    if dataclasses.is_dataclass(value):
-        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (list, tuple)):
-        return [to_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): to_plain(v) for k, v in value.items()}
-    if hasattr(value, "item") and callable(value.item):  # numpy scalar
-        return value.item()
-    return value
-
-
-def _hints(cls) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _build(cls, data: Any, where: str):
-    if not isinstance(data, dict):
-        raise SamdgError(f"{where}: expected an object for {cls.__name__}, got {type(data).__name__}")
-    hints = _hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in data if k not in names]
-    if unknown:
-        raise SamdgError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(names)}")
-    values = {}
-    for f in dataclasses.fields(cls):
-        if f.name in data:
-            values[f.name] = _convert(data[f.name], hints[f.name], f"{where}.{f.name}")
-            check_bounds(values[f.name], f.metadata, f"{where}.{f.name}")
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise SamdgError(f"{where}: missing key '{f.name}'")
-    return cls(**values)
-
-
-def check_bounds(value: Any, metadata: Any, where: str) -> None:
-    """``value`` against the bounds in a field's ``metadata`` (numbers; list items and dict values one by one)."""
-    bounds = {name: metadata[name] for name in BOUNDS if name in metadata}
-    if not bounds or value is None or isinstance(value, (bool, str)):
-        return
-    if isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            check_bounds(item, metadata, f"{where}.{i}")
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            check_bounds(item, metadata, f"{where}.{key}")
-        return
-    if value != value:  # NaN compares false with every bound
-        raise SamdgError(f"{where}: must be {bounds_text(metadata)}, got {value!r}")
-    broken = (("minimum" in bounds and value < bounds["minimum"])
-              or ("exclusive_minimum" in bounds and value <= bounds["exclusive_minimum"])
-              or ("maximum" in bounds and value > bounds["maximum"])
-              or ("exclusive_maximum" in bounds and value >= bounds["exclusive_maximum"]))
-    if broken:
-        raise SamdgError(f"{where}: must be {bounds_text(metadata)}, got {value!r}")
-
-
-def bounds_text(metadata: Any) -> str:
-    """The bounds of a field as text, e.g. ``> 0 and <= 1``; empty when it has none."""
-    symbols = {"minimum": ">=", "exclusive_minimum": ">", "maximum": "<=", "exclusive_maximum": "<"}
-    return " and ".join(f"{symbols[name]} {metadata[name]:g}" for name in BOUNDS if name in metadata)
-
-
-def _type_name(hint: Any) -> str:
-    if isinstance(hint, type) and not typing.get_args(hint):
-        return hint.__name__
-    return str(hint).replace("typing.", "").replace(f"{__name__}.", "")
-
-
-def _convert(value: Any, hint: Any, where: str) -> Any:
-    """Check ``value`` against the type ``hint`` and convert JSON values (lists, dicts) into dataclasses."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return value
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, where)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return _convert(value, option, where)
-            except SamdgError as error:
-                errors.append(str(error))
-        raise SamdgError(errors[0] if len(errors) == 1 else f"{where}: {value!r} does not match {_type_name(hint)}")
-    if origin is Literal:
-        if value not in args:
-            raise SamdgError(f"{where}: {value!r} is not one of {', '.join(map(str, args))}")
-        return value
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise SamdgError(f"{where}: expected a list, got {value!r}")
-        return [_convert(v, args[0], f"{where}.{i}") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise SamdgError(f"{where}: expected an object, got {value!r}")
-        return {str(k): _convert(v, args[1], f"{where}.{k}") for k, v in value.items()}
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise SamdgError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-            raise SamdgError(f"{where}: expected an integer, got {value!r}")
-        return int(value)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SamdgError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise SamdgError(f"{where}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported type hint {hint!r} at {where}")  # a programming error, not a user error
-
-
 # ----------------------------------------------------------------------------------------------- method blocks
 def method_settings_classes() -> dict[str, type]:
     """The settings dataclass of every registered method, by name (the registry lives with the models)."""
@@ -387,7 +265,7 @@ def typed_method_block(name: str, block: Any, where: str):
     """A method's block of ``plans.methods`` as its settings dataclass: types and bounds checked, keys the block
     lacks (settings added since it was written) filled with their defaults. ``None`` for an unregistered method."""
     cls = method_settings_classes().get(name)
-    return None if cls is None else _build(cls, {} if block is None else block, where)
+    return None if cls is None else from_plain(cls, {} if block is None else block, where)
 
 
 def _complete_method_blocks(plans: "Plans", source: str) -> None:
@@ -409,7 +287,7 @@ def _resolve(root: Any, hint: Any, parts: list[str], key: str):
     for depth, part in enumerate(parts):
         last = depth == len(parts) - 1
         if dataclasses.is_dataclass(node):
-            hints = _hints(type(node))
+            hints = type_hints(type(node))
             if part not in hints:
                 raise SamdgError(f"--override {key}: unknown key '{part}'; valid keys here: {', '.join(hints)}")
             child, child_hint = getattr(node, part), hints[part]
@@ -486,7 +364,7 @@ def _override_method_setting(plans: Plans, parts: list[str], value: Any, key: st
     name, where = parts[1], f"--override {key}"
     if name not in method_settings_classes():
         container, last, hint, metadata = _resolve(plans.methods, dict[str, dict[str, Any]], parts[1:], key)
-        converted = _convert(value, hint if hint is not Any else _hint_of_value(container[last]), where)
+        converted = convert(value, hint if hint is not Any else _hint_of_value(container[last]), where)
         return converted, _set(container, last, converted)
     settings = typed_method_block(name, plans.methods.get(name), f"methods.{name}")
     if len(parts) == 2:  # the whole block as one JSON object
@@ -494,7 +372,7 @@ def _override_method_setting(plans: Plans, parts: list[str], value: Any, key: st
         plans.methods[name] = to_plain(new)
         return to_plain(new), to_plain(settings)
     container, last, hint, metadata = _resolve(settings, type(settings), parts[2:], key)
-    converted = _convert(value, hint, where)
+    converted = convert(value, hint, where)
     check_bounds(converted, metadata, where)
     old = _set(container, last, converted)
     plans.methods[name] = to_plain(settings)
@@ -533,7 +411,7 @@ def apply_overrides(plans: Plans, overrides: dict[str, Any], reason: str = "set 
                     raise SamdgError(f"--override {key}: unknown key; valid keys: "
                                      f"{', '.join(valid_override_keys(plans))}") from None
                 raise
-            converted = _convert(value, hint, f"--override {key}")
+            converted = convert(value, hint, f"--override {key}")
             check_bounds(converted, metadata, f"--override {key}")
             old = _set(container, last, converted)
         if key in ("transpose_forward", "slice_axis"):
@@ -555,28 +433,9 @@ def _sync_transpose(plans: Plans, key: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------- documentation
-def _default_text(f: dataclasses.Field) -> str:
-    if f.default is not dataclasses.MISSING:
-        return f"`{json.dumps(f.default)}`"
-    if f.default_factory is not dataclasses.MISSING:
-        return f"`{json.dumps(f.default_factory())}`"
-    return "planned"
-
-
-def settings_table(cls: type, prefix: str, title: str) -> str:
-    """A Markdown table of a settings dataclass: key, type, default, allowed range, meaning (from ``_doc``)."""
-    hints = _hints(cls)
-    rows = [title, "", "| key | type | default | range | meaning |", "| --- | --- | --- | --- | --- |"]
-    for f in dataclasses.fields(cls):
-        type_name = _type_name(hints[f.name]).replace("|", "or")
-        rows.append(f"| `{prefix}{f.name}` | `{type_name}` | {_default_text(f)} | {bounds_text(f.metadata)} "
-                    f"| {f.metadata.get('doc', '')} |")
-    return "\n".join(rows)
-
-
 def field_reference_markdown() -> str:
     """Markdown tables of every plans field (type, default, meaning), generated from the dataclasses."""
-    sections = [settings_table(cls, prefix, f"### `{cls.__name__}` ({cls.__doc__.strip()})")
+    sections = [markdown_table(cls, prefix, f"### `{cls.__name__}` ({cls.__doc__.strip()})")
                 for cls, prefix in ((Plans, ""), (ChannelNormalization, "normalization.N."),
                                     (ChannelMapping, "channel_mapping."), (SamSettings, "sam."),
                                     (TrainingSettings, "training."), (Decision, "decisions.N."))]

@@ -15,10 +15,11 @@ from typing import Any
 from samdg.errors import SamdgError
 from samdg.labels import LabelSpec
 from samdg.paths import preprocessed_dataset_dir, resolve_dataset_name
-from samdg.planning.plans import PLANS_NAME, Plans, apply_overrides, to_plain
+from samdg.planning.plans import PLANS_NAME, Plans, apply_overrides
 from samdg.training.dataset import PreprocessedCase, load_preprocessed_cases
 from samdg.training.embedding_cache import CACHE_MODES
 from samdg.training.splits import fold_cases, parse_fold
+from samdg.utils.schema import to_plain
 
 
 @dataclass

@@ -32,7 +32,6 @@ from torch.nn.parallel import DistributedDataParallel
 from samdg.errors import SamdgError
 from samdg.models.methods import resolve_settings
 from samdg.models.params import count_parameters, count_trainable
-from samdg.planning.plans import to_plain
 from samdg.training import checkpoint as ckpt
 from samdg.training.config import TrainingArgs, TrainingRun, resolve_run
 from samdg.training.distributed import (
@@ -61,6 +60,7 @@ from samdg.training.validation import (
     volume_dice,
 )
 from samdg.utils.files import atomic_write_json, load_json, make_folder
+from samdg.utils.schema import to_plain
 
 EMA_MOMENTUM = 0.9  # nnU-Net: ema = 0.9 * ema + 0.1 * current
 

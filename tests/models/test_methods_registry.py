@@ -22,7 +22,7 @@ from samdg.models.methods import (
     resolve_settings,
     settings_classes,
 )
-from samdg.planning.plans import _doc, to_plain
+from samdg.utils.schema import doc_field, to_plain
 
 SPEC = LabelSpec.from_dataset_json({"background": 0, "a": 1})
 
@@ -36,7 +36,7 @@ def scratch_registry(monkeypatch):
 class ToySettings(MethodSettings):
     """toy"""
 
-    width: int = _doc("layer width", default=4, minimum=1)
+    width: int = doc_field("layer width", default=4, minimum=1)
 
 
 def test_sam_baseline_is_registered_with_its_defaults():

@@ -157,18 +157,20 @@ def test_method_blocks_are_checked_and_completed_when_plans_load(plans):
 def test_bounds_of_plans_fields_are_checked_on_load_and_override():
     from dataclasses import dataclass
 
+    from samdg.utils.schema import doc_field, from_plain
+
     @dataclass
     class Bounded:
         """test"""
 
-        rate: float = plans_module._doc("a rate", default=0.5, exclusive_minimum=0, maximum=1)
-        sizes: list[int] = plans_module._doc("sizes", default_factory=lambda: [1], minimum=1)
+        rate: float = doc_field("a rate", default=0.5, exclusive_minimum=0, maximum=1)
+        sizes: list[int] = doc_field("sizes", default_factory=lambda: [1], minimum=1)
 
-    assert plans_module._build(Bounded, {"rate": 1, "sizes": [1, 2]}, "x").rate == 1.0
+    assert from_plain(Bounded, {"rate": 1, "sizes": [1, 2]}, "x").rate == 1.0
     with pytest.raises(SamdgError, match=r"x.rate: must be > 0 and <= 1, got 0.0"):
-        plans_module._build(Bounded, {"rate": 0}, "x")
+        from_plain(Bounded, {"rate": 0}, "x")
     with pytest.raises(SamdgError, match=r"x.sizes.1: must be >= 1, got 0"):
-        plans_module._build(Bounded, {"sizes": [3, 0]}, "x")
+        from_plain(Bounded, {"sizes": [3, 0]}, "x")
 
 
 def test_bad_overrides_name_the_key_and_the_valid_keys(plans):

@@ -16,9 +16,9 @@ import torch
 from samdg.models.layers.sam_decoding import decode_masks, no_prompt
 from samdg.models.methods import OptimizerSetup, register_method, registry
 from samdg.models.methods.sam import SamBaseline, SamBaselineSettings
-from samdg.planning.plans import _doc
 from samdg.training import train
 from samdg.training.checkpoint import load_checkpoint
+from samdg.utils.schema import doc_field
 
 GAMMA = 0.98
 
@@ -27,7 +27,7 @@ GAMMA = 0.98
 class DistilledSettings(SamBaselineSettings):
     """test method: sam + distillation from a frozen teacher decoder"""
 
-    distill_weight: float = _doc("weight of the MSE to the teacher's logits", default=1.0, minimum=0)
+    distill_weight: float = doc_field("weight of the MSE to the teacher's logits", default=1.0, minimum=0)
 
 
 class DistilledSam(SamBaseline):

@@ -61,7 +61,7 @@ from samdg.models.layers.sam_decoding import decode_masks, per_class_mask_decode
 from samdg.models.methods.base import FrozenSamMethod, unique_parameters
 from samdg.models.methods.registry import register_method
 from samdg.models.methods.settings import SamMethodSettings, redefault
-from samdg.planning.plans import _doc
+from samdg.utils.schema import doc_field as _doc
 
 # "" = the variant's own convention; the others are samdg.models.backbones.intensity.INTENSITY_CONVENTIONS.
 IntensityChoice = Literal["", "sam_meanstd_255", "unit_range", "per_image_zscore"]

@@ -78,7 +78,7 @@ from samdg.models.methods.base import FrozenSamMethod
 from samdg.models.methods.losses import dice_bce_loss
 from samdg.models.methods.registry import register_method
 from samdg.models.methods.settings import SamMethodSettings, redefault
-from samdg.planning.plans import _doc
+from samdg.utils.schema import doc_field as _doc
 
 # Logit written where grid inference finds no relevant prompt: sigmoid(-20) ~ 2e-9, finite so that bilinear
 # resizing stays well defined.

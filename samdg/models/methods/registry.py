@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from samdg.errors import SamdgError
 from samdg.models.methods.settings import MethodSettings, checked_settings
-from samdg.planning.plans import to_plain
+from samdg.utils.schema import to_plain
 
 _METHODS: dict[str, type] = {}
 

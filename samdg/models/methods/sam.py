@@ -30,7 +30,7 @@ from samdg.models.methods.base import FrozenSamMethod
 from samdg.models.methods.lora import add_lora, lora_parameters
 from samdg.models.methods.registry import register_method
 from samdg.models.methods.settings import SamMethodSettings
-from samdg.planning.plans import _doc
+from samdg.utils.schema import doc_field as _doc
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """Typed method settings: one dataclass per method, registered with it (``@register_method(name, settings=...)``).
 
-The fields are documented and bounded like the plans' (``samdg.planning.plans._doc``), so the same machinery checks
-them wherever they come from: a plans file (on load), a ``--override methods.<name>.<key>=value`` (typed by the
-dataclass, not guessed from the current value), a checkpoint, or Python code building a method. ``plans.methods``
-keeps plain JSON (``to_plain(settings)``); blocks that lack settings added later load with the defaults.
+The fields are documented and bounded like the plans' (:func:`samdg.utils.schema.doc_field`), so the same
+machinery checks them wherever they come from: a plans file (on load), a ``--override methods.<name>.<key>=value``
+(typed by the dataclass, not guessed from the current value), a checkpoint, or Python code building a method.
+``plans.methods`` keeps plain JSON (``to_plain(settings)``); blocks that lack settings added later load with the
+defaults.
 
 :class:`MethodSettings` holds what every method has and the trainer reads (optimiser, schedule, clipping and the
 run length a method may publish); :class:`SamMethodSettings` adds the per-class Dice + BCE loss weights of the
@@ -17,7 +18,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from samdg.planning.plans import _build, _doc, to_plain
+from samdg.utils.schema import doc_field as _doc
+from samdg.utils.schema import from_plain, to_plain
 
 
 @dataclass
@@ -64,4 +66,4 @@ def checked_settings(cls: type, settings: Any, where: str):
     """``settings`` (a plain dict, None = defaults, or an instance of ``cls``) as a checked instance of ``cls``:
     unknown keys, types and bounds are one-line SamdgErrors naming ``where.<key>``."""
     plain = to_plain(settings) if dataclasses.is_dataclass(settings) else (settings or {})
-    return _build(cls, copy.deepcopy(plain), where)
+    return from_plain(cls, copy.deepcopy(plain), where)
