@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from samdg.planning.api import plan_and_preprocess
-    from samdg.preprocessing.parallel import default_num_processes
+    from samdg.utils.pool import default_num_processes
 
     overrides = dict(parse_override(text) for text in args.override)
     num_processes = args.np if args.np is not None else default_num_processes()

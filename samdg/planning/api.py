@@ -2,11 +2,12 @@
 
 Outputs in ``$SAMDG_preprocessed/DatasetXXX_Name/``: ``dataset.json`` (copy), ``dataset_fingerprint.json``,
 ``samdgPlans.json`` and ``samdgPlans_2d/`` (see :mod:`samdg.preprocessing.runner`). Nothing is written when the
-integrity check fails.
+integrity check fails, and a folder this run created is removed again if it fails before finishing a case.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -48,19 +49,26 @@ def plan_and_preprocess(dataset: str | int, num_processes: int = 1, clean: bool 
         f"{len(raw.domain_names)} domain(s))")
     if verify_only:
         return None
-    output = preprocessed_dataset_dir(name)
+    output = Path(preprocessed_dataset_dir(name))
+    created_here = not output.exists()
     make_folder(output)
-    fingerprint = load_or_compute_fingerprint(raw, output, num_processes, clean, progress, log)
-    plans = plan_experiment(fingerprint, raw.json, variant, checkpoint, gpu_memory_gb, overrides)
-    atomic_write_json(output / "dataset.json", raw.json)
-    plans.save(output / PLANS_FILE)
-    log(plan_summary(plans))
-    log(f"Plans written to {output / PLANS_FILE}")
-    if preprocess:
-        from samdg.preprocessing.runner import preprocess_dataset
+    try:
+        fingerprint = load_or_compute_fingerprint(raw, output, num_processes, clean, progress, log)
+        plans = plan_experiment(fingerprint, raw.json, variant, checkpoint, gpu_memory_gb, overrides)
+        atomic_write_json(output / "dataset.json", raw.json)
+        plans.save(output / PLANS_FILE)
+        log(plan_summary(plans))
+        log(f"Plans written to {output / PLANS_FILE}")
+        if preprocess:
+            from samdg.preprocessing.runner import preprocess_dataset
 
-        result = preprocess_dataset(raw, plans, output, num_processes, clean, progress, log)
-        log(f"Preprocessed {len(result['processed'])} case(s) into {result['folder']}")
+            result = preprocess_dataset(raw, plans, output, num_processes, clean, progress, log)
+            log(f"Preprocessed {len(result['processed'])} case(s) into {result['folder']}")
+    except BaseException:
+        # A failed first run leaves nothing behind; once a case is finished, the folder is kept so a rerun resumes.
+        if created_here and not any(output.glob("*/*.json")):
+            shutil.rmtree(output, ignore_errors=True)
+        raise
     return plans
 
 

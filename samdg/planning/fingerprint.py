@@ -24,8 +24,8 @@ from samdg.errors import SamdgError
 from samdg.imageio import read_case, read_label
 from samdg.planning.modality import channel_modalities
 from samdg.preprocessing.cropping import nonzero_bounding_box
-from samdg.preprocessing.parallel import run_parallel
 from samdg.utils.files import atomic_write_json, load_json
+from samdg.utils.pool import run_parallel
 
 FINGERPRINT_FILE = "dataset_fingerprint.json"
 FINGERPRINT_VERSION = 1
@@ -158,8 +158,9 @@ def compute_fingerprint(raw: RawDataset, num_processes: int = 1, progress: bool 
     per_case_samples = max(1, FOREGROUND_SAMPLES_TOTAL // max(1, len(cases)))
     ignore = raw.labels.ignore_label
     records, samples = {}, {}
-    for case_id, record, case_samples in run_parallel(fingerprint_case, [(c, per_case_samples, ignore) for c in cases],
-                                                      num_processes, progress, "fingerprint"):
+    jobs = [(c, per_case_samples, ignore) for c in cases]
+    for case_id, record, case_samples in run_parallel(fingerprint_case, jobs, num_processes, progress, "fingerprint",
+                                                      names=[c.case_id for c in cases]):
         records[case_id], samples[case_id] = record, case_samples
     records = {k: records[k] for k in sorted(records)}
     channel_counts = {r["num_channels"] for r in records.values()}

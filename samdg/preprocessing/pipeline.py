@@ -15,6 +15,7 @@ import numpy as np
 
 from samdg.errors import SamdgError
 from samdg.imageio.geometry import Geometry
+from samdg.labels import MAX_LABEL_VALUE
 from samdg.planning.plans import Plans
 from samdg.preprocessing.cropping import crop, full_box, nonzero_bounding_box, uncrop
 from samdg.preprocessing.normalization import normalize
@@ -67,6 +68,9 @@ def preprocess_case(image: np.ndarray, geometry: Geometry | dict, plans: Plans,
         label = label[0] if label.ndim == 4 else label
         if label.shape != image.shape[1:]:
             raise SamdgError(f"label shape {label.shape} does not match image shape {image.shape[1:]}")
+        if label.size and (label.min() < 0 or label.max() > MAX_LABEL_VALUE):
+            raise SamdgError(f"label values {int(label.min())}..{int(label.max())} do not fit the int16 label maps "
+                             f"of preprocessing (0..{MAX_LABEL_VALUE})")
     forward = list(plans.transpose_forward)
     data = image.transpose(0, *[a + 1 for a in forward])
     seg = label.transpose(forward) if label is not None else None

@@ -3,6 +3,8 @@
 Layout (written by ``samdg.preprocessing``): ``$SAMDG_preprocessed/DatasetXXX/<data_identifier>/`` holds per case
 ``{case}.npy`` (C,S,H,W float32 in [0,1]), ``{case}_seg.npy`` (1,S,H,W int16) and ``{case}.json`` (properties,
 written last: a case without it is unfinished and ignored). A 2D dataset is a set of single-slice volumes.
+Loading checks every array against the size, shape and dtype its JSON records, so a damaged file is named in one
+line before training starts.
 """
 
 from __future__ import annotations
@@ -12,8 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
-from samdg.errors import SamdgError
+from samdg.errors import SamdgError, one_line
+from samdg.preprocessing.stored_arrays import npy_problem
 from samdg.utils.files import load_json
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r")
+    except (OSError, ValueError, SyntaxError) as error:  # what numpy raises for a damaged or truncated file
+        raise SamdgError(f"{path}: cannot be read ({one_line(error)}); rerun samdg_plan_and_preprocess for this "
+                         "dataset to redo it") from None
 
 
 @dataclass
@@ -37,11 +48,18 @@ class PreprocessedCase:
 
     def data(self) -> np.ndarray:
         """(C,S,H,W) float32, memory-mapped."""
-        return np.load(self.data_path, mmap_mode="r")
+        return _load_npy(self.data_path)
 
     def seg(self) -> np.ndarray:
         """(1,S,H,W) int16, memory-mapped."""
-        return np.load(self.seg_path, mmap_mode="r")
+        return _load_npy(self.seg_path)
+
+    def problems(self) -> list[str]:
+        """Why the case's arrays cannot be trusted (each naming its file); empty when they match their record."""
+        records = self.properties.get("files") or {}
+        found = [(path, npy_problem(path, records.get(kind)))
+                 for kind, path in (("data", self.data_path), ("seg", self.seg_path))]
+        return [f"{path}: {problem}" for path, problem in found if problem]
 
     @property
     def num_slices(self) -> int:
@@ -80,6 +98,9 @@ def load_preprocessed_cases(folder: Path, ignore_label: int | None = None, hint:
             continue
         if not case.seg_path.is_file():
             continue  # an unlabelled case cannot be trained on
+        problems = case.problems()
+        if problems:
+            raise SamdgError(f"{problems[0]}; rerun samdg_plan_and_preprocess for this dataset to redo it")
         if ignore_label is not None:
             case._slices_with_label = {k: v for k, v in case.slices_with_label().items() if k != ignore_label}
         cases[case_id] = case
