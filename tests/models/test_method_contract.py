@@ -134,3 +134,42 @@ def test_cached_fp16_features_give_the_loss_of_a_fresh_encoder_pass(method_name,
         assert set(features) == {"embedding", *method.cacheable_features()}
         cached = loss_of(method, {**batch, "features": {k: v.half() for k, v in features.items()}})  # as stored
     torch.testing.assert_close(cached, fresh, rtol=1e-2, atol=1e-3)
+
+
+class DroppedExpert(torch.nn.Module):
+    """A parallel MLP with dropout, as DB-SAM's and ESP-MedSAM's injected modules have: (B,H,W,C) -> (B,H,W,C)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(dim, dim)
+        self.dropout = torch.nn.Dropout(0.5)
+
+    def forward(self, xn: torch.Tensor, context: dict) -> torch.Tensor:
+        return self.dropout(self.fc(xn))
+
+
+@pytest.mark.parametrize("variant", TEST_VARIANTS)
+def test_modules_injected_into_a_frozen_encoder_keep_their_dropout_in_training(variant):
+    from samdg.models.methods.sam import SamBaseline
+
+    class WithExperts(SamBaseline):
+        def __init__(self, sam, settings, label_spec):
+            super().__init__(sam, settings, label_spec)
+            for _, block in self.image_encoder.transformer_blocks():
+                block.parallel_mlp = DroppedExpert(block.attn.qkv.in_features)
+
+        def experts(self):
+            return [block.parallel_mlp for _, block in self.image_encoder.transformer_blocks()]
+
+        def trainable_modules(self):
+            return [*super().trainable_modules(), *self.experts()]
+
+    torch.manual_seed(0)
+    method = WithExperts(build_sam(variant, pretrained=False), None, SPEC).train()
+    assert all(expert.dropout.training for expert in method.experts())
+    assert not method.image_encoder.training and not method.prompt_encoder.training
+    images = make_batch(get_variant(variant).input_size)["image"]
+    assert not torch.equal(method.encode(images)["embedding"], method.encode(images)["embedding"])  # dropout on
+    method.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(method.encode(images)["embedding"], method.encode(images)["embedding"])
