@@ -119,11 +119,14 @@ def _context(function: Callable) -> multiprocessing.context.BaseContext:
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
-    """Cancel queued jobs and terminate running ones, so an interrupted or failed run ends now, not after them."""
-    processes = list((getattr(pool, "_processes", None) or {}).values())  # the executor has no public handle
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
+    """Terminate running jobs and cancel queued ones, so an interrupted or failed run ends now, not after them.
+
+    The executor's manager thread is joined here (it ends once it sees the workers gone): left running, it would
+    write to its closed wake-up pipe at interpreter exit and print a traceback after Ctrl-C.
+    """
+    for process in list((getattr(pool, "_processes", None) or {}).values()):  # the executor has no public handle
         process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _pool_pass(function: Callable[[Any], Any], jobs: Sequence[Any], indices: list[int], workers: int,
