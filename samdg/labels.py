@@ -17,7 +17,6 @@ import torch
 
 from samdg.errors import SamdgError
 
-
 MAX_LABEL_VALUE = 32767  # preprocessed label maps are int16 (``{case}_seg.npy``), and so are predictions
 
 
@@ -47,7 +46,8 @@ class LabelSpec:
         return any(len(values) > 1 for values in self.classes) or self.regions_class_order is not None
 
     @classmethod
-    def from_dataset_json(cls, labels: dict, regions_class_order: list | None = None, source: str = "dataset.json") -> "LabelSpec":
+    def from_dataset_json(cls, labels: dict, regions_class_order: list | None = None,
+                          source: str = "dataset.json") -> "LabelSpec":
         if not isinstance(labels, dict) or not labels:
             raise SamdgError(f"{source}: 'labels' must be a non-empty object mapping names to integers")
         names, classes, values = [], [], {0}
@@ -59,7 +59,8 @@ class LabelSpec:
         for name, value in labels.items():
             members = tuple(value) if isinstance(value, (list, tuple)) else (value,)
             if not members or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in members):
-                raise SamdgError(f"{source}: label '{name}' must be a non-negative integer or a list of them, got {value!r}")
+                raise SamdgError(f"{source}: label '{name}' must be a non-negative integer or a list of them, "
+                                 f"got {value!r}")
             too_large = [v for v in members if v > MAX_LABEL_VALUE]
             if too_large:
                 raise SamdgError(f"{source}: label '{name}' has the value {too_large[0]}; label values must be at most "
@@ -83,18 +84,20 @@ class LabelSpec:
         if any(len(c) > 1 for c in classes):
             if regions_class_order is None:
                 raise SamdgError(f"{source}: labels use regions, so 'regions_class_order' is required")
-            if (not isinstance(regions_class_order, (list, tuple))
-                    or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in regions_class_order)):
-                raise SamdgError(f"{source}: 'regions_class_order' must be a list of integers, got {regions_class_order!r}")
+            integers = isinstance(regions_class_order, (list, tuple)) and all(
+                isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in regions_class_order)
+            if not integers:
+                raise SamdgError(f"{source}: 'regions_class_order' must be a list of integers, "
+                                 f"got {regions_class_order!r}")
             if len(regions_class_order) != len(classes):
                 raise SamdgError(f"{source}: 'regions_class_order' needs one entry per region ({len(classes)}), "
                                  f"got {len(regions_class_order)}: {list(regions_class_order)}")
             foreground = sorted({v for members in classes for v in members})
             wrong = [int(v) for v in regions_class_order if v not in foreground]
             if wrong:
-                raise SamdgError(f"{source}: 'regions_class_order' holds {wrong[0]}, which is not a foreground value of "
-                                 f"the declared regions ({', '.join(map(str, foreground))}); each entry is the value "
-                                 "painted for its region")
+                raise SamdgError(f"{source}: 'regions_class_order' holds {wrong[0]}, which is not a foreground "
+                                 f"value of the declared regions ({', '.join(map(str, foreground))}); each entry is "
+                                 "the value painted for its region")
             order = tuple(int(v) for v in regions_class_order)
         else:
             # Two plain labels with one value would train two identical classes; it is a typo in dataset.json.
@@ -123,7 +126,8 @@ def valid_mask(target: torch.Tensor, spec: LabelSpec) -> torch.Tensor:
 def label_map_from_probabilities(probabilities: torch.Tensor, spec: LabelSpec) -> torch.Tensor:
     """(B,K,H,W) per-class probabilities -> (B,H,W) int64 label map (rule in the module docstring)."""
     if spec.has_regions:
-        label_map = torch.zeros(probabilities.shape[:1] + probabilities.shape[2:], dtype=torch.long, device=probabilities.device)
+        label_map = torch.zeros(probabilities.shape[:1] + probabilities.shape[2:], dtype=torch.long,
+                                device=probabilities.device)
         for k, value in enumerate(spec.regions_class_order):
             label_map[probabilities[:, k] >= 0.5] = value
         return label_map
