@@ -46,6 +46,7 @@ from torch import nn  # noqa: E402
 from torch.overrides import TorchFunctionMode  # noqa: E402
 
 from samdg.models.backbones import get_variant  # noqa: E402
+from samdg.utils.device import autocast  # noqa: E402
 from samdg.utils.files import save_report  # noqa: E402
 
 GIB = 1024**3
@@ -116,7 +117,7 @@ def saved_memory(encoder: nn.Module, images: torch.Tensor, checkpointing: bool =
     start = time.perf_counter()
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), \
-                torch.autocast(images.device.type, dtype=torch.bfloat16), CudaSoftmaxPolicy():
+                autocast(images.device, torch.bfloat16), CudaSoftmaxPolicy():
             encoder(images)
     finally:
         for handle in handles:

@@ -40,6 +40,7 @@ from torch import nn  # noqa: E402
 from samdg.models.backbones import build_sam, get_variant  # noqa: E402
 from samdg.models.backbones.attention import RelPosSdpaAttention  # noqa: E402
 from samdg.models.backbones.intensity import apply_intensity  # noqa: E402
+from samdg.utils.device import autocast  # noqa: E402
 from samdg.utils.files import save_report  # noqa: E402
 
 GIB = 1024**3
@@ -111,8 +112,7 @@ def _release(device: torch.device) -> None:
 def forward_throughput(encoder: nn.Module, images: torch.Tensor, dtype: torch.dtype, warmup: int, iters: int) -> dict:
     device = images.device
     encoder = encoder.to(device).eval()
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), autocast(device, None if dtype == torch.float32 else dtype):
         for _ in range(warmup):
             output = encoder(images)
         _synchronize(device)
@@ -137,14 +137,13 @@ def training_step(encoder: nn.Module, images: torch.Tensor, dtype: torch.dtype, 
     if hasattr(encoder, "gradient_checkpointing"):
         encoder.gradient_checkpointing = checkpointing
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=1e-5)
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
     _release(device)
     try:
         times = []
         for _ in range(steps):
             _synchronize(device)
             start = time.perf_counter()
-            with autocast:
+            with autocast(device, None if dtype == torch.float32 else dtype):
                 loss = encoder(images).float().square().mean()
             loss.backward()
             optimizer.step()

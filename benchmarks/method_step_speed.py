@@ -39,7 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="method setting (JSON value), e.g. gradient_checkpointing=true; repeatable")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     parser.add_argument("--smoke", action="store_true", help="tiny variant on the CPU, 2 + 2 steps")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -68,9 +68,9 @@ def run(args: argparse.Namespace) -> dict:
     from samdg.models.backbones import build_sam
     from samdg.models.methods import build_method
     from samdg.models.params import count_parameters
+    from samdg.utils.device import autocast, resolve_device
 
-    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    device = torch.device("cuda" if use_cuda else "cpu")
+    device = resolve_device(args.device)
     labels = {"background": 0, **{f"class{k + 1}": k + 1 for k in range(args.classes)}}
     spec = LabelSpec.from_dataset_json(labels)
     torch.manual_seed(0)
@@ -84,14 +84,11 @@ def run(args: argparse.Namespace) -> dict:
     images = torch.rand(args.batch_size, 3, size, size, device=device)
     target = torch.randint(0, args.classes + 1, (args.batch_size, size, size), device=device)
     batch = {"image": images, "target": target, "domain": ["bench"] * args.batch_size}
-    if device.type == "cuda":
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16)
-    else:
-        autocast = torch.autocast("cpu", enabled=False)
+    precision = torch.bfloat16 if device.type == "cuda" else None  # as the trainer does
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        with autocast:
+        with autocast(device, precision):
             loss, _ = method.loss(method(batch), batch)
         loss.backward()
         optimizer.step()
