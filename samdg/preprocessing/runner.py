@@ -20,7 +20,6 @@ import numpy as np
 from samdg.dataset.raw import Case, RawDataset
 from samdg.errors import SamdgError
 from samdg.imageio import read_case, read_label
-from samdg.labels import LabelSpec
 from samdg.planning.plans import Plans
 from samdg.preprocessing.pipeline import preprocess_case
 from samdg.preprocessing.stored_arrays import npy_problem, npy_record
@@ -55,8 +54,7 @@ def _refuse_blank_image(case: Case, data: np.ndarray, seg: np.ndarray | None, ig
     intensities, so this is the last place to catch it."""
     if seg is None or data.any():
         return
-    foreground = np.unique(seg)
-    if np.any((foreground != 0) & (foreground != (ignore_label if ignore_label is not None else 0))):
+    if np.any(~np.isin(np.unique(seg), [0, ignore_label if ignore_label is not None else 0])):
         raise SamdgError(f"{', '.join(case.image_paths)}: the image is blank after intensity normalisation (one value "
                          f"everywhere), but its label {case.label_path} holds foreground; fix or remove case "
                          f"{case.case_id}")
@@ -69,13 +67,13 @@ def _remove_stale_temp_files(folder: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def preprocess_training_case(job: tuple[Case, Plans, str]) -> str:
+def preprocess_training_case(job: tuple[Case, Plans, str, int | None]) -> str:
     """Worker: read, preprocess and store one case; returns its id."""
-    case, plans, folder = job
+    case, plans, folder, ignore_label = job
     image, geometry = read_case(case.image_paths)
     label = read_label(case.label_path)[0] if case.label_path else None
     data, seg, properties = preprocess_case(image, geometry, plans, label)
-    _refuse_blank_image(case, data, seg, LabelSpec.from_dataset_json(plans.labels).ignore_label)
+    _refuse_blank_image(case, data, seg, ignore_label)
     properties = {"case_id": case.case_id, "domain": case.domain, **properties}
     data_path, seg_path, properties_path = case_files(Path(folder), case.case_id)
     properties_path.unlink(missing_ok=True)  # an old JSON must not vouch for new arrays while they are written
@@ -107,7 +105,7 @@ def preprocess_dataset(raw: RawDataset, plans: Plans, output_folder: str | Path,
         log(f"{len(skipped)} of {len(cases)} cases already preprocessed with this plan; skipped")
     if not todo:
         return {"folder": str(folder), "processed": [], "skipped": skipped}
-    jobs = [(c, plans, str(folder)) for c in todo]
+    jobs = [(c, plans, str(folder), raw.labels.ignore_label) for c in todo]
     processed = list(run_parallel(preprocess_training_case, jobs, num_processes, progress, "preprocess",
                                   names=[c.case_id for c in todo]))
     return {"folder": str(folder), "processed": sorted(processed), "skipped": skipped}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 from raw_builders import make_ct_dataset, make_mr_dataset, save_nifti
 
@@ -63,3 +65,13 @@ def test_a_failed_run_never_removes_a_folder_it_did_not_create(samdg_roots, caps
     (existing / "notes.txt").write_text("mine")
     code, _, _ = _run(capsys, "-d", "823", "-np", "1", "--no_pbar", "--variant", "tiny_vit_test")
     assert code == 2 and (existing / "notes.txt").read_text() == "mine"
+
+
+def test_a_region_dataset_preprocesses(samdg_roots, capsys):
+    folder = make_ct_dataset(samdg_roots["raw"], dataset_id=824, num_cases=2)
+    meta = json.loads((folder / "dataset.json").read_text())
+    meta.update(labels={"background": 0, "organ_or_bone": [1, 2], "bone": 2}, regions_class_order=[1, 2])
+    (folder / "dataset.json").write_text(json.dumps(meta))
+    code, _, err = _run(capsys, "-d", "824", "-np", "1", "--no_pbar", "--variant", "tiny_vit_test")
+    assert code == 0, err
+    assert len(list((samdg_roots["preprocessed"] / "Dataset824_CTlike" / "samdgPlans_2d").glob("*_seg.npy"))) == 2
