@@ -87,8 +87,8 @@ def test_background_is_the_label_named_background_with_value_0(labels, message):
 
 def test_label_values_must_fit_the_int16_label_maps():
     LabelSpec.from_dataset_json({"background": 0, "big": 32767})
-    with pytest.raises(SamdgError, match="^/data/dataset.json: label 'big' has the value 40000; label values must be at "
-                                         "most 32767"):
+    with pytest.raises(SamdgError, match="^/data/dataset.json: label 'big' has the value 40000; label values "
+                                         "must be at most 32767"):
         LabelSpec.from_dataset_json({"background": 0, "big": 40000}, source="/data/dataset.json")
 
 

@@ -90,7 +90,8 @@ def _check_image(path: str, errors: list[str]) -> _ImageFacts | None:
     return _ImageFacts(geometry, int(array.shape[0]), constant=bool(array.min() == array.max()))
 
 
-def _check_label(path: str, declared: set[int], background_values: set[int], errors: list[str]) -> tuple[Geometry, bool] | None:
+def _check_label(path: str, declared: set[int], background_values: set[int],
+                 errors: list[str]) -> tuple[Geometry, bool] | None:
     """-> (Geometry, whether the label holds foreground: a value other than background and ignore) or None."""
     try:
         label, geometry = read_label(path)
@@ -146,7 +147,8 @@ def _inspect_case(case: Case, declared_labels: set[int], background_values: set[
             if reference is not None:
                 differences = grid_differences(geometry, reference)
                 if differences:
-                    errors.append(f"{case.label_path}: label grid differs from image {reference_path}: {'; '.join(differences)}")
+                    errors.append(f"{case.label_path}: label grid differs from image {reference_path}: "
+                                  f"{'; '.join(differences)}")
             if has_foreground and constant_files:
                 # Nothing in a blank image shows where the labelled structures are: almost always a failed export.
                 # One blank channel among informative ones may be a deliberately zero-filled missing sequence.
@@ -164,7 +166,8 @@ def _mixed_channel_counts(findings: list[_CaseFindings]) -> list[str]:
         return []
     usual = max(sorted(set(counts)), key=counts.count)
     kind = {1: "grey (1 channel)", 3: "RGB (3 channels)"}
-    return [f"{path}: is {kind.get(n, f'{n}-channel')} while the dataset's other images are {kind.get(usual, f'{usual}-channel')}; "
+    usual_kind = kind.get(usual, f"{usual}-channel")
+    return [f"{path}: is {kind.get(n, f'{n}-channel')} while the dataset's other images are {usual_kind}; "
             "convert it so that every image has the same channels"
             for f in findings for path, n in f.channels_per_file.items() if n != usual]
 

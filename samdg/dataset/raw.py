@@ -94,7 +94,8 @@ def broken_link_problem(path: Path | str) -> str:
     return f"broken link: {path} (points to {os.readlink(path)}, which does not exist)"
 
 
-def _channel_files(folder: Path, ending: str, problems: list[str] | None = None) -> tuple[dict[str, dict[int, Path]], list[Path]]:
+def _channel_files(folder: Path, ending: str,
+                   problems: list[str] | None = None) -> tuple[dict[str, dict[int, Path]], list[Path]]:
     """Map case id -> {channel index: file} for files named {case}_{XXXX}{ending}; also return misnamed files.
 
     Broken symbolic links are reported to ``problems`` (or raised when it is None) and still listed, so that their
