@@ -183,7 +183,7 @@ class Plans:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def validate(self, source: str = "plans") -> None:
-        """Cross-field consistency; raises SamdgError naming the offending key."""
+        """Cross-field consistency and the method blocks' types and bounds; raises SamdgError naming the key."""
         problems = []
         if sorted(self.transpose_forward) != [0, 1, 2]:
             problems.append(f"transpose_forward {self.transpose_forward} is not a permutation of [0, 1, 2]")
@@ -221,6 +221,8 @@ class Plans:
             problems.append("training.oversample_foreground_percent must lie in [0, 1]")
         if problems:
             raise SamdgError(f"{source}: " + "; ".join(problems))
+        for name, block in self.methods.items():  # each registered method's block against its settings dataclass
+            typed_method_block(name, block, f"{source}: methods.{name}")
 
 
 # Bump when the preprocessing code changes its output for the same plan, so old preprocessed cases are redone.

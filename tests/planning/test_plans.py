@@ -215,3 +215,10 @@ def test_documentation_field_tables_are_generated_from_the_dataclasses():
     assert all(f"### `methods.{name}`" in table for name in list_methods())  # every method's settings table
     assert "| `methods.sam.lr` | `float` | `0.0001` | > 0 |" in table
     assert table in DOCS.read_text(), "documentation/plans.md is out of date: run python -m samdg.planning.docs"
+
+
+def test_a_plan_with_a_bad_method_setting_is_not_saved(plans, tmp_path):
+    plans.methods["sam"]["lr"] = -1.0
+    with pytest.raises(SamdgError, match=r"samdgPlans.json: methods.sam.lr: must be > 0, got -1.0"):
+        plans.save(tmp_path / "samdgPlans.json")
+    assert not (tmp_path / "samdgPlans.json").exists()
