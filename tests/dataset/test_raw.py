@@ -103,3 +103,12 @@ def test_nnunet_rgb_convention_is_one_file_per_case(tmp_path):
     (folder / "dataset.json").write_text(json.dumps(meta))
     raw = load_raw_dataset(folder)
     assert raw.problems == [] and len(raw.training_cases["eye"].image_paths) == 1
+
+
+def test_a_broken_link_among_images_to_predict_is_named(tmp_path):
+    folder = tmp_path / "imagesTs"
+    folder.mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 2), np.float32), np.eye(4)), str(folder / "a_0000.nii.gz"))
+    (folder / "b_0000.nii.gz").symlink_to(tmp_path / "moved" / "b_0000.nii.gz")
+    with pytest.raises(SamdgError, match=f"^broken link: {folder / 'b_0000.nii.gz'} \\(points to "):
+        list_image_folder(folder, ".nii.gz", 1)

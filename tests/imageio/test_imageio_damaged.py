@@ -28,3 +28,17 @@ def test_a_text_file_with_the_nifti_ending(tmp_path):
     path.write_text("hello")
     with pytest.raises(SamdgError, match="case_0000.nii.gz: cannot be read as NIfTI"):
         read_image(path)
+
+
+@pytest.mark.parametrize("name", ["case_0000.nii.gz", "case_0000.tif"])
+def test_complex_valued_images_are_refused_naming_the_file(tmp_path, name):
+    path = tmp_path / name
+    voxels = (np.ones((6, 5, 4)) + 2j * np.ones((6, 5, 4))).astype(np.complex64)
+    if name.endswith(".tif"):
+        import tifffile
+
+        tifffile.imwrite(str(path), voxels[..., 0])
+    else:
+        nib.save(nib.Nifti1Image(voxels, np.eye(4)), str(path))
+    with pytest.raises(SamdgError, match=f"^{path}: holds complex-valued voxels \\(complex64\\)"):
+        read_image(path)
