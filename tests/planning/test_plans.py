@@ -222,3 +222,13 @@ def test_a_plan_with_a_bad_method_setting_is_not_saved(plans, tmp_path):
     with pytest.raises(SamdgError, match=r"samdgPlans.json: methods.sam.lr: must be > 0, got -1.0"):
         plans.save(tmp_path / "samdgPlans.json")
     assert not (tmp_path / "samdgPlans.json").exists()
+
+
+def test_blocks_of_unregistered_methods_keep_free_form_overrides(plans):
+    plans.methods["retired"] = {"lr": 1e-4, "name": "x"}
+    changed = apply_overrides(plans, {"methods.retired.lr": 2e-4})
+    assert changed.methods["retired"] == {"lr": 2e-4, "name": "x"}
+    with pytest.raises(SamdgError, match="--override methods.retired.lr: expected a number"):
+        apply_overrides(plans, {"methods.retired.lr": "fast"})
+    with pytest.raises(SamdgError, match="unknown key 'nosuch'; valid keys here: .*retired"):
+        apply_overrides(plans, {"methods.nosuch.lr": 1.0})
