@@ -75,7 +75,7 @@ def ensure_trained(settings: BenchmarkSettings, dataset_name: str, plan: ModelPl
 
     fold_dir = results_fold_dir(dataset_name, settings.method, FOLD, list(plan.training_domains))
     if (fold_dir / "checkpoint_final.pth").is_file():
-        note = _reuse_note(fold_dir, settings)
+        note = _reuse_note(fold_dir, settings, dataset_name)
         log(f"[{plan.row}] reusing the trained model {fold_dir}{note}")
         return fold_dir, "reused"
     log(f"[{plan.row}] training {settings.method} on {', '.join(plan.training_domains)} -> {fold_dir}")
@@ -88,11 +88,27 @@ def ensure_trained(settings: BenchmarkSettings, dataset_name: str, plan: ModelPl
     return fold_dir, "trained"
 
 
-def _reuse_note(fold_dir: Path, settings: BenchmarkSettings) -> str:
-    """Say so when the reused model was trained with other epochs/iterations than this call asks for."""
-    args_file = fold_dir / "training_args.json"
-    if not args_file.is_file():
-        return ""
+def _reuse_note(fold_dir: Path, settings: BenchmarkSettings, dataset_name: str) -> str:
+    """Check that the model to reuse is the one this call asks for.
+
+    A model trained from another plan (another ``--override`` of the augmentation, learning rate, input size...)
+    is a different model: reusing it would report its scores under this call's options, so that is an error.
+    Other epochs or iterations only earn a note (a longer or shorter run of the same model).
+    """
+    from samdg.planning.plans import Plans
+    from samdg.training.config import model_defining_plan, plan_differences, plans_for_method
+
+    plans_file, args_file = fold_dir / "plans.json", fold_dir / "training_args.json"
+    if not plans_file.is_file() or not args_file.is_file():
+        raise SamdgError(f"{fold_dir}: holds a final checkpoint but not the plans.json and training_args.json that "
+                         "say how it was trained; delete the folder to retrain")
+    trained_plan = model_defining_plan(Plans.load(plans_file), settings.method)
+    asked_plan = model_defining_plan(plans_for_method(dataset_name, settings.method, settings.overrides),
+                                     settings.method)
+    differences = plan_differences(trained_plan, asked_plan)
+    if differences:
+        raise SamdgError(f"{fold_dir}: the model there was trained with {'; '.join(differences)}; delete the folder "
+                         "to retrain, or benchmark into another SAMDG_results")
     trained = load_json(args_file)
     asked = (("epochs", "epochs_resolved", settings.epochs),
              ("iterations per epoch", "iters_per_epoch_resolved", settings.iters_per_epoch))

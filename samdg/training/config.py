@@ -8,6 +8,7 @@ preprocessed cases, the fold's case lists and every number the loop uses.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,34 @@ def plans_for_method(dataset_name: str, method: str, overrides: dict[str, Any]) 
 
     plans = load_plans(dataset_name)
     plans.methods[method] = to_plain(resolve_settings(method, plans.methods.get(method)))
-    return apply_overrides(plans, overrides) if overrides else plans
+    if overrides:
+        plans = apply_overrides(plans, overrides)
+    by_family = resolve_settings(method, plans.methods[method]).input_size_by_family
+    _apply_method_input_size(plans, by_family, method, overrides)
+    return plans
+
+
+def model_defining_plan(plans: Plans, method: str) -> dict[str, Any]:
+    """The part of a plan (with overrides) that defines the model ``method`` trains: everything but the decision log,
+    the other methods' settings and the number of data-loading workers. Two runs with equal values train the same
+    model; a difference means a reused or continued model is not the one asked for."""
+    data = plans.to_dict()
+    data.pop("decisions")
+    data["methods"] = {method: data["methods"].get(method)}
+    data["training"].pop("num_workers")
+    return data
+
+
+def plan_differences(trained: dict[str, Any], asked: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two :func:`model_defining_plan` dicts, as ``key=trained (asked x)``."""
+    differences = []
+    for key in sorted(set(trained) | set(asked)):
+        old, new = trained.get(key), asked.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            differences += plan_differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            differences.append(f"{prefix}{key}={json.dumps(old)} (asked {json.dumps(new)})")
+    return differences
 
 
 def resolve_run(args: TrainingArgs, device_type: str, world_size: int = 1) -> TrainingRun:
@@ -131,7 +159,6 @@ def resolve_run(args: TrainingArgs, device_type: str, world_size: int = 1) -> Tr
     train_cases, val_cases = fold_cases(preprocessed_dir, domains, fold, args.source_domains)
 
     training = plans.training
-    _apply_method_input_size(plans, method_settings.input_size_by_family, args.method, args.overrides)
     # Precedence: command line > the method's own published default (GPU only) > the plan's training block.
     method_batch = method_settings.batch_size or None
     batch = args.batch_size or (

@@ -30,10 +30,11 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from samdg.errors import SamdgError
+from samdg.planning.plans import Plans
 from samdg.models.methods import resolve_settings
 from samdg.models.params import count_parameters, count_trainable
 from samdg.training import checkpoint as ckpt
-from samdg.training.config import TrainingArgs, TrainingRun, resolve_run
+from samdg.training.config import TrainingArgs, TrainingRun, model_defining_plan, plan_differences, resolve_run
 from samdg.training.distributed import (
     DistributedContext,
     all_reduce_sum,
@@ -334,6 +335,19 @@ class Trainer:
         else:  # another number of processes than before: generators restart from the seed and the epoch
             seed_everything(self.run.args.seed + 7919 * self.epoch + 1_000_003 * self.context.rank)
 
+    def check_same_plan(self) -> None:
+        """``--c`` continues only the model this run's plan defines: the fold's plans.json (written when its run
+        started) must agree with this run's plan and overrides, the augmentation and normalisation included."""
+        saved = self.output_dir / "plans.json"
+        if not saved.is_file() or self.resume_candidate() is None:
+            return
+        method = self.run.args.method
+        differences = plan_differences(model_defining_plan(Plans.load(saved), method),
+                                       model_defining_plan(self.run.plans, method))
+        if differences:
+            raise SamdgError(f"{saved}: cannot continue, the run there was trained with {'; '.join(differences)} "
+                             "(pass the same overrides, or train without --c)")
+
     def resume_candidate(self) -> str | None:
         """``--c`` continues from checkpoint_final, _latest or _best, the first present (nnU-Net's order)."""
         for name in ckpt.CHECKPOINT_NAMES:
@@ -364,6 +378,8 @@ class Trainer:
 
     def start(self) -> None:
         run = self.run
+        if run.args.continue_training:
+            self.check_same_plan()
         if self.context.is_main:
             self.write_run_files()
         if run.args.continue_training:

@@ -6,10 +6,12 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from samdg.benchmark import BenchmarkSettings, run_benchmark
 from samdg.benchmark.matrix import COLUMN_MEAN, ROW_MEAN
 from samdg.cli import benchmark
+from samdg.errors import SamdgError
 
 DATASET = "Dataset951_BenchSynth"
 TRAINING = ["--epochs", "1", "--iters-per-epoch", "1", "--device", "cpu", "--override", "training.augmentation=none",
@@ -61,8 +63,18 @@ def test_single_source_benchmark_writes_the_matrix_and_overlays_then_reuses_ever
                  "overlays/siteB_worst.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 
-    # a rerun trains nothing and predicts nothing again
+    # a rerun with the same plan trains nothing and predicts nothing again (data-loading workers do not matter)
+    same_model = {"training.augmentation": "none"}
     again = run_benchmark(BenchmarkSettings(dataset="951", method="sam", protocol="single-source", device="cpu",
-                                            num_processes=1, progress=False), log=lambda message: None)
+                                            overrides=same_model, num_processes=1, progress=False),
+                          log=lambda message: None)
     assert [(m["status"], m["predicted"], m["skipped"]) for m in again["models"]] == [("reused", 0, 2)] * 2
     assert again["headline"]["dice_cross_domain_mean"] == result["headline"]["dice_cross_domain_mean"]
+
+    # a model trained from another plan is never reported as this call's model
+    for other in ({}, {"training.augmentation": "dg_strong"}, {**same_model, "methods.sam.lr": 0.001}):
+        with pytest.raises(SamdgError, match="the model there was trained with") as refused:
+            run_benchmark(BenchmarkSettings(dataset="951", method="sam", protocol="single-source", device="cpu",
+                                            overrides=other, num_processes=1, progress=False),
+                          log=lambda message: None)
+        assert ("methods.sam.lr" if "methods.sam.lr" in other else "training.augmentation") in str(refused.value)

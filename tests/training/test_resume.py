@@ -70,9 +70,16 @@ def test_resumed_run_matches_uninterrupted_run(synthetic_dataset, quick_args, ra
     log = (resumed_dir / "training_log.txt").read_text()
     assert log.count("epoch 2/4:") == 1 and "continuing from checkpoint_latest.pth after epoch 2" in log
 
-    args.overrides = {**args.overrides, "methods.sam.lr": 2e-3}
-    with pytest.raises(SamdgError, match="cannot continue, the checkpoint differs in methods.sam.lr"):
+    trained_overrides = dict(args.overrides)
+    args.overrides = {**trained_overrides, "methods.sam.lr": 2e-3}
+    with pytest.raises(SamdgError, match=r"cannot continue, the run there was trained with methods\.sam\.lr=0\.001"):
         train(args)
+    # a plan-level change (not a method setting) is refused too, and the fold's plans.json is left as it was
+    plans_before = (resumed_dir / "plans.json").read_bytes()
+    args.overrides = {**trained_overrides, "training.augmentation": "dg_strong"}
+    with pytest.raises(SamdgError, match='training.augmentation="default" \\(asked "dg_strong"\\)'):
+        train(args)
+    assert (resumed_dir / "plans.json").read_bytes() == plans_before
 
 
 def test_a_checkpoint_written_before_a_setting_existed_continues_and_predicts(synthetic_dataset, quick_args):
