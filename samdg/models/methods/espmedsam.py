@@ -1,0 +1,266 @@
+"""``espmedsam``: ESP-MedSAM / De-LightSAM, an efficient self-prompting SAM with modality controllers.
+
+Paper: Q. Xu, J. Li, X. He, Z. Liu, Z. Chen, W. Duan, C. Li, M. M. He, F. B. Tesema, W. P. Cheah, Y. Wang, R. Qu,
+J. M. Garibaldi, "ESP-MedSAM: Efficient Self-Prompting SAM for Universal Domain-Generalized Medical Image
+Segmentation" (arXiv 2407.14153; v5 renamed De-LightSAM). Released code: github.com/xq141839/ESP-MedSAM (model)
+and xq141839/De-LightSAM (the distillation script only). Method page: documentation/methods/espmedsam.md.
+
+Reproduced:
+
+- Modality aggregator: the variant's encoder (LiteMedSAM's TinyViT by default, MobileSAM's 1024-px TinyViT-5M as
+  released), frozen. Modality controllers (:mod:`samdg.models.layers.esp_controller`): in every attention block one
+  key/value token per head (one tensor for key and value) with a learnable logit bias, and an expert MLP
+  (LN -> 4C -> GELU -> C) beside the block's MLP; controller k is chosen per image.
+- SPPG (:mod:`samdg.models.layers.esp_sppg`): patch logits at half the embedding grid (1/32 of a stride-16
+  input), hard threshold 0.5 of the detached sigmoid, nearest upsampling, dense prompt added to the embedding;
+  BCE against the max-pooled ground truth, per class.
+- QDMD (:mod:`samdg.models.layers.esp_qdmd`): SAM's two-way transformer on learnable queries per (controller,
+  class), no IoU token, per-query hypernetworks (``shared_hypernetwork`` and ``attention_only_query`` give the
+  released decoder).
+- Two stages: ``stage: segment`` (Dice + BCE + ``sppg_weight`` x SPPG BCE) and ``stage: distill`` (MMDKD's
+  released recipe: MSE between the student's and a frozen teacher's embeddings, only the controllers train, Adam
+  5e-4, ExponentialLR 0.98 per epoch).
+
+Choices where the paper and code say nothing (documented on the method page):
+
+- What selects the controller (``controller_key``): ``domain`` (the dataset's domains; one controller per
+  training domain), ``modality`` (the dataset's channel modality; samdg datasets have one, so one controller per
+  dataset) or ``single`` (the released code: one controller). ``controllers`` lists the names in index order; the
+  trainer fills it from the training data (:meth:`ESPMedSAM.settings_for_training`), and the checkpoint keeps it.
+- An image with no trained controller (an unseen domain, or prediction, which passes no domain) gets
+  ``unseen_controller``: ``mean`` (default; tokens, expert outputs and decoder masks averaged over all controllers)
+  or ``first``.
+- Segmentation stage: the aggregator frozen, everything else trains (AdamW, warm-up + poly: samdg's default).
+
+Released-code bugs, as options defaulting to the fix: ``std_equals_mean`` (inputs divided by the mean instead of
+the std), ``mask_only_flip`` (10 % of training masks flipped horizontally while the image is not),
+``encoder_ignores_controller`` (the encoder ignores ``domain_seq``: one encoder controller, the decoder still picks
+its queries by the index). Modality from file names is not reproduced (the index comes from the plan's domains or
+modality). The released model's unused ImageNet head (321,640 parameters) is not built.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from samdg.labels import LabelSpec
+from samdg.models.backbones.intensity import SAM_PIXEL_MEAN
+from samdg.models.layers.esp_controller import WEIGHTS_KEY, install_controllers
+from samdg.models.layers.esp_qdmd import QueryDecoupledDecoder
+from samdg.models.layers.esp_sppg import SelfPatchPromptGenerator, patch_targets
+from samdg.models.methods.base import FrozenSamMethod, unique_parameters
+from samdg.models.methods.losses import dice_bce_loss
+from samdg.models.methods.optimization import OptimizerSetup
+from samdg.models.methods.registry import register_method
+from samdg.models.methods.settings import SamMethodSettings
+from samdg.utils.schema import doc_field as _doc
+
+ControllerKey = Literal["modality", "domain", "single"]
+MASK_ONLY_FLIP_PROBABILITY = 0.1  # the released loader's horizontal flip probability
+
+
+@dataclass
+class ESPMedSAMSettings(SamMethodSettings):
+    """`espmedsam`: stage, controllers, decoder layout, losses, distillation recipe and released-bug options."""
+
+    stage: Literal["segment", "distill"] = _doc(
+        "`segment`: Dice + BCE + SPPG loss; `distill`: MMDKD, the controllers imitate a frozen teacher's embedding",
+        default="segment")
+    controller_key: ControllerKey = _doc(
+        "what chooses an image's controller: `domain` (dataset domains), `modality` (the dataset's channel "
+        "modality: one controller per dataset) or `single` (one controller, the released code)", default="modality")
+    controllers: list[str] = _doc("names owning a controller, in index order; empty = filled from the training "
+                                  "data when training starts (one controller if still empty)", default_factory=list)
+    unseen_controller: Literal["mean", "first"] = _doc(
+        "controller of an image whose domain has none (unseen domains; prediction passes no domain): `mean` of all "
+        "controllers or the `first`", default="mean")
+    shared_hypernetwork: bool = _doc("one hypernetwork MLP for every query (released) instead of one per query "
+                                     "(paper)", default=False)
+    attention_only_query: bool = _doc("an extra query that only takes part in attention (the released 7th query)",
+                                      default=False)
+    sppg_weight: float = _doc("weight of the SPPG patch BCE in the segmentation loss", default=1.0, minimum=0)
+    train_aggregator: bool = _doc("fine-tune the aggregator (the encoder's own weights) too", default=False)
+    teacher_variant: str = _doc("distillation teacher: a registered variant with weights (vit_b, medsam_vit_b, ...); "
+                                "\"\" = the student's own aggregator as built (the common-knowledge term is then "
+                                "a no-op)", default="")
+    distill_lr: float = _doc("Adam learning rate of the distillation stage", default=5e-4, exclusive_minimum=0)
+    distill_gamma: float = _doc("ExponentialLR factor per epoch in the distillation stage", default=0.98,
+                                exclusive_minimum=0, maximum=1)
+    std_equals_mean: bool = _doc("released bug: encoder input `(255x - mean) / mean` instead of the variant's "
+                                 "convention", default=False)
+    mask_only_flip: bool = _doc("released bug: 10 % of training masks flipped horizontally, the image not",
+                                default=False)
+    encoder_ignores_controller: bool = _doc("released bug: one encoder controller whatever the index (the ignored "
+                                            "`domain_seq`); the decoder still picks queries by it", default=False)
+
+
+@register_method("espmedsam", settings=ESPMedSAMSettings)
+class ESPMedSAM(FrozenSamMethod):
+    """Aggregator + modality controllers, SPPG and QDMD (see the module docstring).
+
+    Trainable: segment stage: controllers, SPPG, QDMD (and the aggregator with ``train_aggregator``); distill
+    stage: controllers (and the aggregator with ``train_aggregator``).
+    """
+
+    def __init__(self, sam: nn.Module, settings: Any, label_spec: LabelSpec) -> None:
+        super().__init__(sam, settings, label_spec)
+        s = self.settings
+        self.controller_names = list(s.controllers) if s.controller_key != "single" else []
+        self.num_controllers = max(1, len(self.controller_names))
+        self.teachers: dict[str, nn.Module] = {}
+        if s.stage == "distill":
+            self.teachers["teacher"] = self._build_teacher(sam)
+        encoder_controllers = 1 if s.encoder_ignores_controller else self.num_controllers
+        self.controller_modules = install_controllers(self.image_encoder, encoder_controllers)
+        if s.std_equals_mean:
+            self.image_encoder.intensity = "unit_range"  # encode() applies the released normalisation itself
+        self.sppg = SelfPatchPromptGenerator(self.num_classes, sam.mask_decoder.transformer_dim)
+        self.decoder = QueryDecoupledDecoder(sam.mask_decoder, self.num_controllers, self.num_classes,
+                                             s.shared_hypernetwork, s.attention_only_query)
+
+    @classmethod
+    def settings_for_training(cls, settings: Any, training_domains: list[str], plans: Any) -> Any:
+        """Fill an empty ``controllers`` from the training data: the sorted training domains (``domain``) or the
+        dataset's first channel modality (``modality``)."""
+        if settings.controllers or settings.controller_key == "single":
+            return settings
+        names = sorted(training_domains) if settings.controller_key == "domain" else list(plans.modalities[:1])
+        return dataclasses.replace(settings, controllers=names)
+
+    def _build_teacher(self, sam: nn.Module) -> nn.Module:
+        if not self.settings.teacher_variant:
+            teacher = copy.deepcopy(sam.image_encoder)  # before the controllers go in: the plain aggregator
+        else:
+            from samdg.models.backbones import build_sam
+
+            teacher = build_sam(self.settings.teacher_variant).image_encoder
+        return teacher.requires_grad_(False).eval()
+
+    # --- controller selection ------------------------------------------------------------------------------------
+
+    def controller_weights(self, domains: list[str] | None, batch: int, device: torch.device) -> torch.Tensor:
+        """(B,M) weights over the M controllers: one-hot for a domain that owns one (``controller_key: domain``),
+        controller 0 with ``modality``/``single``, the ``unseen_controller`` rule otherwise (or with no domains)."""
+        count = self.num_controllers
+        weights = torch.zeros(batch, count, device=device)
+        if self.settings.controller_key != "domain" or count == 1:
+            weights[:, 0] = 1.0
+            return weights
+        index = {name: i for i, name in enumerate(self.controller_names)}
+        for b in range(batch):
+            known = index.get(domains[b]) if domains is not None else None
+            if known is not None:
+                weights[b, known] = 1.0
+            elif self.settings.unseen_controller == "mean":
+                weights[b] = 1.0 / count
+            else:
+                weights[b, 0] = 1.0
+        return weights
+
+    # --- encoder and decoder -------------------------------------------------------------------------------------
+
+    def cacheable_features(self) -> tuple[str, ...] | None:
+        return None  # the controllers inside the encoder train
+
+    def encoder_input(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0,1]; with ``std_equals_mean`` the released ``(255x - mean) / mean``."""
+        if not self.settings.std_equals_mean:
+            return images
+        mean = images.new_tensor(SAM_PIXEL_MEAN).view(1, 3, 1, 1)
+        return (images * 255.0 - mean) / mean
+
+    def encode(self, images: torch.Tensor, domains: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """(B,3,S,S) in [0,1] -> {"embedding": (B,256,E,E), "controller_weights": (B,M)}."""
+        weights = self.controller_weights(domains, images.shape[0], images.device)
+        encoder_weights = weights[:, :1].new_ones(weights.shape[0], 1) if self.settings.encoder_ignores_controller \
+            else weights
+        embedding, _ = self.image_encoder.forward_features(self.encoder_input(images),
+                                                           context={WEIGHTS_KEY: encoder_weights})
+        return {"embedding": embedding, WEIGHTS_KEY: weights}
+
+    def decode_all(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (per-class logits (B,K,4E,4E), patch logits (B,K,E/2,E/2))."""
+        embedding = features["embedding"]
+        patch_logits, dense = self.sppg(embedding)
+        positional = self.prompt_encoder.pe_layer(tuple(embedding.shape[-2:])).unsqueeze(0).to(embedding.dtype)
+        logits = self.decoder(embedding, dense, positional, features[WEIGHTS_KEY])
+        return logits, patch_logits
+
+    def decode(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.decode_all(features)[0]
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        features = self.encode(batch["image"], batch.get("domain"))
+        if self.settings.stage == "distill":
+            with torch.no_grad():
+                teacher = self.teacher_embedding(batch["image"], features["embedding"].shape[-2:])
+                logits = self.decode(features)
+            return {"logits": logits, "embedding": features["embedding"], "teacher_embedding": teacher}
+        logits, patch_logits = self.decode_all(features)
+        return {"logits": logits, "patch_logits": patch_logits}
+
+    def teacher_embedding(self, images: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """The frozen teacher's embedding of the images, at the student's embedding grid: (B,256,E,E)."""
+        teacher = self.teachers["teacher"]
+        size = int(teacher.config.input_size)
+        if images.shape[-1] != size:
+            images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+        embedding = teacher(self.encoder_input(images))
+        if tuple(embedding.shape[-2:]) != tuple(grid):
+            embedding = F.interpolate(embedding, size=tuple(grid), mode="bilinear", align_corners=False)
+        return embedding
+
+    # --- losses --------------------------------------------------------------------------------------------------
+
+    def loss(self, outputs: dict, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.settings.stage == "distill":
+            mse = F.mse_loss(outputs["embedding"].float(), outputs["teacher_embedding"].float())
+            return mse, {"distill_mse": float(mse.detach())}
+        target = batch["target"]
+        if self.settings.mask_only_flip and self.training:
+            flip = torch.rand(target.shape[0], device=target.device) < MASK_ONLY_FLIP_PROBABILITY
+            target = torch.where(flip[:, None, None], target.flip(-1), target)
+        total, parts = dice_bce_loss(outputs["logits"], target, self.label_spec,
+                                     dice_weight=self.settings.dice_weight, bce_weight=self.settings.bce_weight)
+        patch_logits = outputs["patch_logits"].float()
+        sppg = F.binary_cross_entropy_with_logits(
+            patch_logits, patch_targets(target, self.label_spec, tuple(patch_logits.shape[-2:])))
+        return total + self.settings.sppg_weight * sppg, {**parts, "sppg_bce": float(sppg.detach())}
+
+    # --- what trains ---------------------------------------------------------------------------------------------
+
+    def trainable_modules(self) -> list[nn.Module]:
+        modules = list(self.controller_modules)
+        if self.settings.train_aggregator:
+            modules.append(self.image_encoder)
+        if self.settings.stage == "segment":
+            modules += [self.sppg, self.decoder]
+        return modules
+
+    def frozen_modules(self) -> list[nn.Module]:
+        frozen = [self.prompt_encoder]
+        if not self.settings.train_aggregator:
+            frozen.append(self.image_encoder)
+        if self.settings.stage == "distill":
+            frozen += [self.sppg, self.decoder]
+        return frozen
+
+    def teacher_modules(self) -> dict[str, nn.Module]:
+        return self.teachers
+
+    def configure_optimizers(self, total_steps: int) -> OptimizerSetup:
+        """Segment stage: samdg's default (AdamW + warm-up + poly); distill stage: the released Adam +
+        ExponentialLR stepped per epoch."""
+        if self.settings.stage == "segment":
+            return super().configure_optimizers(total_steps)
+        parameters = unique_parameters(self.trainable_modules())
+        optimizer = torch.optim.Adam(parameters, lr=self.settings.distill_lr)
+        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=self.settings.distill_gamma)
+        return OptimizerSetup(optimizer, scheduler, interval="epoch", grad_clip=self.settings.grad_clip or None)
