@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="change a plans entry for this run, e.g. training.augmentation=none or "
                              "methods.sam.lora_rank=4 (repeatable; recorded in the results folder's plans.json)")
+    parser.add_argument("--stage", choices=("segment", "distill"),
+                        help="training stage of a two-stage method (espmedsam): same as --override "
+                             "methods.<method>.stage=STAGE")
     parser.add_argument("--num-workers", type=int, help="data-loading processes (default: the plan's)")
     parser.add_argument("--seed", type=int, default=12345, help=f"random seed, 0 to {MAX_SEED - 1} (default 12345)")
     parser.add_argument("--no-pbar", dest="progress_bar", action="store_false", help="no progress bar")
@@ -84,6 +87,8 @@ def args_from_namespace(namespace: argparse.Namespace):
     parse_fold(namespace.fold)
     check_seed(namespace.seed)
     overrides = dict(parse_override(text) for text in namespace.override)
+    if namespace.stage is not None:
+        overrides[f"methods.{namespace.method}.stage"] = namespace.stage
     return TrainingArgs(
         dataset=namespace.dataset,
         method=namespace.method,

@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from samdg.errors import SamdgError
 from samdg.planning.plans import Plans
-from samdg.models.methods import resolve_settings
+from samdg.models.methods import get_method, resolve_settings
 from samdg.models.params import count_parameters, count_trainable
 from samdg.training import checkpoint as ckpt
 from samdg.training.config import TrainingArgs, TrainingRun, model_defining_plan, plan_differences, resolve_run
@@ -97,6 +97,10 @@ class Trainer:
         self.label_spec = run.label_spec
         plans = run.plans
 
+        # A method may complete its settings from the training data (espmedsam: one controller per domain).
+        training_domains = sorted({run.cases[case_id].domain for case_id in run.train_cases})
+        run.method_settings = get_method(run.args.method).settings_for_training(run.method_settings,
+                                                                                training_domains, plans)
         seed_everything(run.args.seed)  # identical initialisation on every rank
         self.method = ckpt.build_untrained(run.args.method, plans.sam.variant, plans.sam.input_size,
                                            run.method_settings, run.label_spec, sam_checkpoint=plans.sam.checkpoint)

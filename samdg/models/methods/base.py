@@ -69,6 +69,13 @@ class SegmentationMethod(nn.Module):
         self.label_spec = label_spec
         self.num_classes = label_spec.num_classes
 
+    @classmethod
+    def settings_for_training(cls, settings: Any, training_domains: list[str], plans: Any) -> Any:
+        """The settings a training run builds the method with, completed from its data (the sorted domains of the
+        training cases, the plans); saved in the checkpoint, so prediction rebuilds the same model. Default:
+        unchanged."""
+        return settings
+
     # --- what trains ---------------------------------------------------------------------------------------------
 
     def frozen_modules(self) -> list[nn.Module]:
