@@ -3,7 +3,7 @@
 Importing this package registers every method shipped with samdg.
 """
 
-from samdg.models.methods import dapsam, desam, espmedsam, sam  # noqa: F401  (each module registers its method)
+from samdg.models.methods import dapsam, dbsam, desam, espmedsam, sam  # noqa: F401  (each module registers its method)
 from samdg.models.methods.base import FrozenSamMethod, SegmentationMethod
 from samdg.models.methods.optimization import OptimizerSetup
 from samdg.models.methods.registry import (

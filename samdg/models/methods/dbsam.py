@@ -1,0 +1,100 @@
+"""``dbsam``: DB-SAM, the dual-branch adapted SAM (Qin et al., "DB-SAM: Delving into High Quality Universal
+Medical Image Segmentation", MICCAI 2024), paper architecture, for automatic multi-class segmentation.
+
+- ViT branch: SAM's image encoder frozen; after each stage a trainable channel attention block
+  ``F + PW1x1(SE(DWConv3x3(LN(F))))`` (``channel_attention: block`` adds one after every block);
+- conv branch: a light convolution stem on a low-resolution copy of the image (4E px: 256 for ViT-B at 1024);
+- after each stage a bilateral cross-attention block: ViT tokens query the conv features and conv tokens query
+  the ViT features, each by deformable attention (pure PyTorch) + residual, then LayerNorm + FFN + residual; the
+  updated ViT tokens enter the next frozen stage, so the frozen blocks see fused tokens and the encoder output
+  can never be cached (``cacheable_features() is None``);
+- ViT-conv fusion before the neck: ``M = sigmoid(FC-GELU-FC(F_d) + FC-GELU-FC(F_s))``, ``M F_d + (1-M) F_s``;
+- SAM's neck stays frozen (the paper's figure), the prompt encoder frozen, the mask decoder trained with one mask
+  token per class (:func:`samdg.models.layers.sam_decoding.per_class_mask_decoder`).
+
+The parts are installed in the backbone protocol's hooks and slots (:mod:`samdg.models.layers.dbsam_blocks`), so
+every family (ViT, TinyViT, any registered one) works without per-family code. Deviations from the paper and the
+released code are listed in ``documentation/methods/dbsam.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from samdg.labels import LabelSpec
+from samdg.models.layers.dbsam_blocks import install_dbsam
+from samdg.models.layers.sam_decoding import (
+    box_prompts,
+    decode_masks,
+    no_prompt,
+    per_class_mask_decoder,
+    whole_image_boxes,
+)
+from samdg.models.methods.base import FrozenSamMethod, unique_parameters
+from samdg.models.methods.registry import register_method
+from samdg.models.methods.settings import SamMethodSettings
+from samdg.utils.schema import doc_field as _doc
+
+
+@dataclass
+class DBSAMSettings(SamMethodSettings):
+    """`dbsam`: automatic prompt, dual-branch sizes, memory; the released optimisation and DiceCE weights."""
+
+    prompt: Literal["none", "whole_image_box"] = _doc(
+        "automatic prompt of the per-class mask decoder: `none` (the mask tokens alone, as `sam`) or "
+        "`whole_image_box` (the whole input frame as a box, as DeSAM-B)", default="none")
+    channel_attention: Literal["stage", "block"] = _doc(
+        "channel attention blocks after every `stage` (the paper's figure) or after every `block` (its abstract)",
+        default="stage")
+    conv_channels: int = _doc("width of the conv branch's first convolution (doubling per stride-2 layer)",
+                              default=64, minimum=1)
+    head_dim: int = _doc("deformable attention head width (heads = stage width / head_dim, rounded to a divisor)",
+                         default=64, minimum=1)
+    points: int = _doc("deformable attention sampling points per head", default=4, minimum=1)
+    ffn_ratio: float = _doc("hidden width / stage width of the cross-attention FFNs", default=0.25,
+                            exclusive_minimum=0)
+    gradient_checkpointing: bool = _doc("recompute encoder blocks and cross-attention blocks in the backward pass "
+                                        "(less memory, about one more encoder forward per step)", default=False)
+
+
+@register_method("dbsam", settings=DBSAMSettings)
+class DBSAM(FrozenSamMethod):
+    """SAM with DB-SAM's conv branch, channel attention, bilateral cross-attention and fusion (module docstring).
+
+    Trainable: everything installed in the encoder's hooks and slots, and the mask decoder (IoU head excepted).
+    """
+
+    def __init__(self, sam: nn.Module, settings: Any, label_spec: LabelSpec) -> None:
+        super().__init__(sam, settings, label_spec)
+        s = self.settings
+        self.mask_decoder = per_class_mask_decoder(sam.mask_decoder, self.num_classes)
+        install_dbsam(self.image_encoder, s.conv_channels, s.head_dim, s.points, s.ffn_ratio, s.channel_attention,
+                      checkpointing=s.gradient_checkpointing)
+        self.image_encoder.gradient_checkpointing = s.gradient_checkpointing
+
+    def branch_modules(self) -> list[nn.Module]:
+        """What DB-SAM added to the encoder: conv branch, channel attention, cross-attention, fusion."""
+        return [module for _, module in self.image_encoder.extensions()]
+
+    def trainable_modules(self) -> list[nn.Module]:
+        return [*self.branch_modules(), *self.mask_decoder_parts(self.mask_decoder)]
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return unique_parameters(self.trainable_modules())
+
+    def prompt_embeddings(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The automatic prompt, shared by the batch: sparse (1,T,256), dense (1,256,E,E)."""
+        if self.settings.prompt == "whole_image_box":
+            return box_prompts(self.prompt_encoder, whole_image_boxes(1, self.input_size, device))
+        return no_prompt(self.prompt_encoder)
+
+    def decode(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Encoder features -> per-class logits (B,K,4E,4E) with the automatic prompt."""
+        embedding = features["embedding"]
+        sparse, dense = self.prompt_embeddings(embedding.device)
+        logits, _ = decode_masks(self.mask_decoder, embedding, self.prompt_encoder.get_dense_pe(), sparse, dense)
+        return logits
