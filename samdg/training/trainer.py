@@ -398,6 +398,9 @@ class Trainer:
                 self.record.log("--c: no checkpoint found, starting from scratch")
         elif self.context.is_main and any((self.output_dir / n).is_file() for n in ckpt.CHECKPOINT_NAMES):
             self.record.log("existing checkpoints in this folder will be overwritten (use --c to continue instead)")
+        if not self.resumed_from:
+            for line in self.method.before_training(self.output_dir):
+                self.record.log(line)
         if self.context.is_main and not self.resumed_from:
             plans = run.plans
             sources = f", source domains {', '.join(run.args.source_domains)}" if run.args.source_domains else ""
@@ -520,6 +523,7 @@ def train(args: TrainingArgs, epoch_end_hooks: list[Callable[[Trainer, int], Non
     try:
         run = resolve_run(args, device_type, context.world_size)
         output_dir = results_fold_dir(run.dataset_name, args.method, run.fold, args.source_domains)
+        output_dir = output_dir / get_method(args.method).stage_folder(run.method_settings)
         with fold_folder_in_use(output_dir, context.is_main):  # one run per fold; a killed run's temp files go
             trainer = Trainer(run, context, output_dir, epoch_end_hooks)
             try:

@@ -33,6 +33,7 @@ What trains, declared once per method (the trainer reads these and nothing else)
 from __future__ import annotations
 
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -75,6 +76,17 @@ class SegmentationMethod(nn.Module):
         training cases, the plans); saved in the checkpoint, so prediction rebuilds the same model. Default:
         unchanged."""
         return settings
+
+    @classmethod
+    def stage_folder(cls, settings: Any) -> str:
+        """Sub-folder of the fold folder where a run with these settings writes ("" = the fold folder itself); a
+        preliminary stage (espmedsam's distillation) keeps its own model there."""
+        return ""
+
+    def before_training(self, fold_dir: Path) -> list[str]:
+        """Called once before a fresh (not continued) run's first step, on every process: e.g. load what an
+        earlier stage in ``fold_dir`` trained. Returns lines for the training log."""
+        return []
 
     # --- what trains ---------------------------------------------------------------------------------------------
 

@@ -44,12 +44,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from samdg.errors import SamdgError
 from samdg.labels import LabelSpec
 from samdg.models.backbones.intensity import SAM_PIXEL_MEAN
 from samdg.models.layers.esp_controller import WEIGHTS_KEY, install_controllers
@@ -63,6 +65,7 @@ from samdg.models.methods.settings import SamMethodSettings
 from samdg.utils.schema import doc_field as _doc
 
 ControllerKey = Literal["modality", "domain", "single"]
+DISTILL_FOLDER = "distill"
 MASK_ONLY_FLIP_PROBABILITY = 0.1  # the released loader's horizontal flip probability
 
 
@@ -133,6 +136,35 @@ class ESPMedSAM(FrozenSamMethod):
             return settings
         names = sorted(training_domains) if settings.controller_key == "domain" else list(plans.modalities[:1])
         return dataclasses.replace(settings, controllers=names)
+
+    @classmethod
+    def stage_folder(cls, settings: Any) -> str:
+        """The distillation stage keeps its model in ``fold_X/distill`` (the segmentation stage starts from it)."""
+        return DISTILL_FOLDER if settings.stage == "distill" else ""
+
+    def before_training(self, fold_dir: Path) -> list[str]:
+        """Distill stage: say which teacher. Segment stage: start from the controllers (and the aggregator, when it
+        trains) of ``fold_dir/distill/checkpoint_final.pth`` when that file exists."""
+        if self.settings.stage == "distill":
+            teacher = self.settings.teacher_variant or "the student's own aggregator (common-knowledge term a no-op)"
+            return [f"espmedsam distillation: the controllers imitate the frozen teacher {teacher}"]
+        path = Path(fold_dir) / DISTILL_FOLDER / "checkpoint_final.pth"
+        if not path.is_file():
+            return [f"espmedsam: no distilled controllers ({path} absent; samdg_train ... --stage distill makes "
+                    "them): the controllers start from their random initialisation"]
+        settings, encoder_state = _distilled_encoder(path)
+        if settings.get("controllers") != self.settings.controllers:
+            raise SamdgError(f"{path}: distilled for controllers {settings.get('controllers')}, this run has "
+                             f"{self.settings.controllers}; distill again on the same training domains")
+        try:
+            result = self.load_state_dict(encoder_state, strict=False)
+        except RuntimeError:
+            raise SamdgError(f"{path}: the distilled encoder does not fit this model (other variant or settings); "
+                             "distill again with this run's plan") from None
+        if result.unexpected_keys:
+            raise SamdgError(f"{path}: unexpected distilled weights (e.g. {result.unexpected_keys[0]})")
+        return [f"espmedsam: controllers{' and aggregator' if self.settings.train_aggregator else ''} start from the "
+                f"distillation stage ({path})"]
 
     def _build_teacher(self, sam: nn.Module) -> nn.Module:
         if not self.settings.teacher_variant:
@@ -264,3 +296,13 @@ class ESPMedSAM(FrozenSamMethod):
         optimizer = torch.optim.Adam(parameters, lr=self.settings.distill_lr)
         scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=self.settings.distill_gamma)
         return OptimizerSetup(optimizer, scheduler, interval="epoch", grad_clip=self.settings.grad_clip or None)
+
+
+def _distilled_encoder(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """A distill-stage checkpoint's method settings and its encoder weights (``image_encoder.*``)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        settings, weights = state["method_settings"], state["model_state"]
+    except Exception:  # torch's many-line message does not help here
+        raise SamdgError(f"{path}: not a readable samdg checkpoint (truncated or damaged); distill again") from None
+    return settings, {key: value for key, value in weights.items() if key.startswith("image_encoder.")}
