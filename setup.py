@@ -36,6 +36,7 @@ setup(
         "tqdm",
         "matplotlib",
     ],
-    extras_require={"sitk": ["SimpleITK>=2.2"], "test": ["pytest", "pytest-xdist"], "benchmark": ["nnunetv2"]},
+    extras_require={"sitk": ["SimpleITK>=2.2"], "test": ["pytest", "pytest-xdist"], "benchmark": ["nnunetv2>=2.8,<3"],
+                    "nnunet": ["nnunetv2>=2.8,<3"]},
     entry_points={"console_scripts": [f"{name}={target}" for name, target in COMMANDS.items()]},
 )

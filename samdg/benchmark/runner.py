@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from samdg.baselines import is_external_baseline
 from samdg.benchmark import matrix, overlays
 from samdg.benchmark.protocols import (
     EvaluationCases,
@@ -73,6 +74,10 @@ def ensure_trained(settings: BenchmarkSettings, dataset_name: str, plan: ModelPl
     """The fold folder of the model of ``plan``: reused when its final checkpoint exists, else trained (resuming)."""
     from samdg.training import TrainingArgs, results_fold_dir, train
 
+    if is_external_baseline(settings.method):
+        from samdg.baselines.harness import train_for_benchmark
+
+        return train_for_benchmark(settings, dataset_name, list(plan.training_domains), log)
     fold_dir = results_fold_dir(dataset_name, settings.method, FOLD, list(plan.training_domains))
     if (fold_dir / "checkpoint_final.pth").is_file():
         note = _reuse_note(fold_dir, settings, dataset_name)
@@ -124,13 +129,18 @@ def predict_and_evaluate(settings: BenchmarkSettings, raw: RawDataset, plan: Mod
     from samdg.inference import Predictor
     from samdg.inference.predictor import RUN_INFO_FILE
 
-    predictor = Predictor.from_model_dir(fold_dir, device=settings.device, batch_size=settings.predict_batch_size,
-                                         mirroring=settings.mirroring, progress=settings.progress)
-    info_file = prediction_dir / RUN_INFO_FILE
-    wanted = predictor.run_info()
-    changed = info_file.is_file() and {k: v for k, v in load_json(info_file).items() if k in wanted} != wanted
     cases = {case_id: case.image_paths for case_id, case in evaluation.cases.items()}
-    report = predictor.predict_cases(cases, prediction_dir, overwrite=changed)
+    if is_external_baseline(settings.method):
+        from samdg.baselines.harness import predict_for_benchmark
+
+        report, changed = predict_for_benchmark(settings, fold_dir, cases, prediction_dir, raw.file_ending)
+    else:
+        predictor = Predictor.from_model_dir(fold_dir, device=settings.device, batch_size=settings.predict_batch_size,
+                                             mirroring=settings.mirroring, progress=settings.progress)
+        info_file = prediction_dir / RUN_INFO_FILE
+        wanted = predictor.run_info()
+        changed = info_file.is_file() and {k: v for k, v in load_json(info_file).items() if k in wanted} != wanted
+        report = predictor.predict_cases(cases, prediction_dir, overwrite=changed)
     frames = []
     for split in sorted(set(evaluation.split.values())):
         predicted = [c for c, s in evaluation.split.items()
@@ -158,6 +168,10 @@ def check_training_settings(settings: BenchmarkSettings, dataset_name: str) -> N
     from samdg.models.methods import get_method
     from samdg.training.config import plans_for_method
 
+    if is_external_baseline(settings.method):
+        from samdg.baselines.harness import check_benchmark_settings
+
+        return check_benchmark_settings(settings, print)
     get_method(settings.method)
     plans_for_method(dataset_name, settings.method, settings.overrides)
 

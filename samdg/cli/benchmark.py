@@ -16,6 +16,7 @@ from samdg.errors import SamdgError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from samdg.baselines import method_choices_help
     from samdg.benchmark.protocols import PROTOCOLS
     from samdg.training.embedding_cache import CACHE_MODES
 
@@ -27,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-d", "--dataset", required=True,
                         help="dataset id or DatasetXXX_Name (planned and preprocessed)")
-    parser.add_argument("-m", "--method", required=True, help="registered method, e.g. sam")
+    parser.add_argument("-m", "--method", required=True,
+                        help="method(s), comma-separated for one combined table (e.g. sam,desam,nnunet): "
+                             f"{method_choices_help()}")
     parser.add_argument("--protocol", required=True, choices=PROTOCOLS,
                         help="single-source: one model per source domain, tested on every domain; "
                              "leave-one-domain-out: train on all domains but one, test on it")
@@ -41,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                        help="where to train and predict (default auto: cuda when available)")
     train.add_argument("--embedding-cache", choices=CACHE_MODES, default="off",
-                       help="cache frozen-encoder features while training (needs training.augmentation=none)")
+                       help="cache frozen-encoder features while training (augmented: K views per slice)")
     train.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                        help="plans entry for training, e.g. training.augmentation=none (repeatable)")
     predict = parser.add_argument_group("prediction and evaluation")
@@ -68,9 +71,52 @@ def main(argv: Sequence[str] | None = None) -> int:
         mirroring=args.tta, output_dir=args.output, num_processes=args.num_processes,
         progress=not args.disable_progress_bar,
     )
+    methods = parse_methods(args.method)
+    if len(methods) > 1:
+        return run_several(settings, methods)
     result = run_benchmark(settings, log=lambda message: print(message, flush=True))
     print_result(result)
     failed = sum(len(model["failed"]) for model in result["models"])
+    return 1 if failed else 0
+
+
+def parse_methods(text: str) -> list[str]:
+    """``"sam, nnunet"`` -> ["sam", "nnunet"] (order kept, duplicates dropped); each must be a method or an
+    external baseline."""
+    from samdg.baselines import is_external_baseline, method_choices_help
+    from samdg.models.methods import list_methods
+
+    methods = list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [m for m in methods if m not in list_methods() and not is_external_baseline(m)]
+    if unknown or not methods:
+        raise SamdgError(f"-m {text}: unknown method(s) {', '.join(unknown) or '(none given)'}; choose from "
+                         f"{method_choices_help()}")
+    return methods
+
+
+def run_several(settings, methods: list[str]) -> int:
+    """One benchmark per method (each in its own folder; under ``-o`` in ``<output>/<method>``), then the
+    combined table (comparison.md/.csv) in ``-o`` or ``benchmark__<m1>+<m2>...__<protocol>``."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from samdg.benchmark.comparison import write_comparison
+    from samdg.benchmark.runner import benchmark_dir, run_benchmark
+    from samdg.paths import resolve_dataset_name
+
+    dataset_name = resolve_dataset_name(settings.dataset)
+    output = Path(settings.output_dir) if settings.output_dir else benchmark_dir(dataset_name, "+".join(methods),
+                                                                                    settings.protocol)
+    results = []
+    for method in methods:
+        print(f"== {method}", flush=True)
+        method_output = str(output / method) if settings.output_dir else None
+        results.append(run_benchmark(replace(settings, method=method, output_dir=method_output),
+                                     log=lambda message: print(message, flush=True)))
+    files = write_comparison(output, results, f"{dataset_name}: {', '.join(methods)}, {settings.protocol}")
+    print(files["markdown"].read_text(encoding="utf-8"))
+    print(f"files: {output}")
+    failed = sum(len(model["failed"]) for result in results for model in result["models"])
     return 1 if failed else 0
 
 

@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 
+from samdg.baselines import is_external_baseline
 from samdg.cli.common import entry_point
 from samdg.errors import SamdgError
 
@@ -38,7 +39,7 @@ def check_seed(seed: int) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from samdg.models.methods import list_methods
+    from samdg.baselines import method_choices_help
     from samdg.training.embedding_cache import CACHE_MODES
     from samdg.training.splits import FOLD_CHOICES
 
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "$SAMDG_results/DatasetXXX_Name/<method>__samdgPlans__2d/fold_<f>/.",
     )
     parser.add_argument("dataset", help="dataset id (5) or folder name (Dataset005_Prostate)")
-    parser.add_argument("method", help=f"registered method: {', '.join(list_methods())}")
+    parser.add_argument("method", help=f"registered method or external baseline: {method_choices_help()}")
     parser.add_argument("fold", help=f"cross-validation fold: {', '.join(FOLD_CHOICES)}")
     parser.add_argument("--epochs", type=int, help="number of epochs (default: the plan's training.num_epochs)")
     parser.add_argument("--iters-per-epoch", type=int,
@@ -113,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     from samdg.training.trainer import train
 
     namespace = build_parser().parse_args(argv)
+    if is_external_baseline(namespace.method):  # nnU-Net and the like: their own planning and trainer
+        from samdg.baselines.harness import train_from_cli
+
+        print(f"samdg: results in {train_from_cli(namespace)}")
+        return 0
     output_dir = train(args_from_namespace(namespace))
     if os.environ.get("RANK", "0") == "0":
         print(f"samdg: results in {output_dir}")
