@@ -45,9 +45,7 @@ def train_from_cli(namespace: argparse.Namespace) -> Path:
                                source_domains=parse_domains(namespace.source_domains), epochs=namespace.epochs,
                                iters_per_epoch=namespace.iters_per_epoch, device=namespace.device,
                                final_validation=namespace.final_validation, num_workers=namespace.num_workers)
-    fold_dir, status = module.train_model(request, log=lambda line: print(line, flush=True))
-    if status == "reused":
-        print(f"samdg: {fold_dir} is trained already (delete it to retrain)")
+    fold_dir, _ = module.train_model(request, log=lambda line: print(line, flush=True))
     return fold_dir
 
 

@@ -214,6 +214,18 @@ def ensure_preprocessed(space: Workspace, configuration: str, num_processes: int
     atomic_write_json(marker, {"configuration": configuration, "plans": PLANS})
 
 
+def _reuse_note(fold_dir: Path, request: TrainRequest) -> str:
+    """`` (trained with epochs 1 (asked 5); delete the folder to retrain)`` when the finished model's length differs
+    from the one asked for (nnU-Net's debug.json records it); '' otherwise."""
+    debug_file = fold_dir / "debug.json"
+    trained = load_json(debug_file) if debug_file.is_file() else {}
+    asked = (("epochs", "num_epochs", request.epochs),
+             ("iterations per epoch", "num_iterations_per_epoch", request.iters_per_epoch))
+    differences = [f"{name} {trained.get(key)} (asked {wanted})" for name, key, wanted in asked
+                   if wanted is not None and str(trained.get(key)) != str(wanted)]
+    return f" (trained with {', '.join(differences)}; delete the folder to retrain)" if differences else ""
+
+
 def train_model(request: TrainRequest, log: Callable[[str], None] = print) -> tuple[Path, str]:
     """Train (or reuse) the nnU-Net model of ``request`` -> (its fold folder, ``"trained"`` or ``"reused"``)."""
     if request.configuration not in CONFIGURATIONS:
@@ -226,6 +238,7 @@ def train_model(request: TrainRequest, log: Callable[[str], None] = print) -> tu
     space = workspace(dataset_name, request.source_domains)
     fold_dir = space.fold_dir(request.configuration, fold)
     if (fold_dir / "checkpoint_final.pth").is_file():
+        log(f"nnU-Net: reusing the trained model {fold_dir}{_reuse_note(fold_dir, request)}")
         return fold_dir, "reused"
     device = _device_name(request.device)
     raw = load_raw_dataset(raw_dataset_dir(dataset_name))
