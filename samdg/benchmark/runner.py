@@ -80,7 +80,7 @@ def ensure_trained(settings: BenchmarkSettings, dataset_name: str, plan: ModelPl
         return train_for_benchmark(settings, dataset_name, list(plan.training_domains), log)
     fold_dir = results_fold_dir(dataset_name, settings.method, FOLD, list(plan.training_domains))
     if (fold_dir / "checkpoint_final.pth").is_file():
-        note = _reuse_note(fold_dir, settings, dataset_name)
+        note = _reuse_note(fold_dir, settings, dataset_name, plan)
         log(f"[{plan.row}] reusing the trained model {fold_dir}{note}")
         return fold_dir, "reused"
     log(f"[{plan.row}] training {settings.method} on {', '.join(plan.training_domains)} -> {fold_dir}")
@@ -93,7 +93,7 @@ def ensure_trained(settings: BenchmarkSettings, dataset_name: str, plan: ModelPl
     return fold_dir, "trained"
 
 
-def _reuse_note(fold_dir: Path, settings: BenchmarkSettings, dataset_name: str) -> str:
+def _reuse_note(fold_dir: Path, settings: BenchmarkSettings, dataset_name: str, plan: ModelPlan) -> str:
     """Check that the model to reuse is the one this call asks for.
 
     A model trained from another plan (another ``--override`` of the augmentation, learning rate, input size...)
@@ -108,8 +108,9 @@ def _reuse_note(fold_dir: Path, settings: BenchmarkSettings, dataset_name: str) 
         raise SamdgError(f"{fold_dir}: holds a final checkpoint but not the plans.json and training_args.json that "
                          "say how it was trained; delete the folder to retrain")
     trained_plan = model_defining_plan(Plans.load(plans_file), settings.method)
-    asked_plan = model_defining_plan(plans_for_method(dataset_name, settings.method, settings.overrides),
-                                     settings.method)
+    # The plan training would use: cross-domain, so with the planner's cross-domain augmentation.
+    asked_plan = model_defining_plan(plans_for_method(dataset_name, settings.method, settings.overrides,
+                                                      sorted(plan.training_domains)), settings.method)
     differences = plan_differences(trained_plan, asked_plan)
     if differences:
         raise SamdgError(f"{fold_dir}: the model there was trained with {'; '.join(differences)}; delete the folder "
@@ -162,7 +163,7 @@ def predict_and_evaluate(settings: BenchmarkSettings, raw: RawDataset, plan: Mod
     return per_case, summary
 
 
-def check_training_settings(settings: BenchmarkSettings, dataset_name: str) -> None:
+def check_training_settings(settings: BenchmarkSettings, dataset_name: str, plan: ModelPlan) -> None:
     """Mistakes training would find only after the output folder exists, or never when every model is reused:
     an unknown method, a dataset not planned yet, an override with a bad key or value."""
     from samdg.models.methods import get_method
@@ -173,7 +174,7 @@ def check_training_settings(settings: BenchmarkSettings, dataset_name: str) -> N
 
         return check_benchmark_settings(settings, print)
     get_method(settings.method)
-    plans_for_method(dataset_name, settings.method, settings.overrides)
+    plans_for_method(dataset_name, settings.method, settings.overrides, sorted(plan.training_domains))
 
 
 def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -185,7 +186,7 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
     plans = model_plans(settings.protocol, domains, sources)
     if settings.protocol == "leave-one-domain-out" and len(domains) < 2:
         raise SamdgError("leave-one-domain-out needs at least 2 domains")
-    check_training_settings(settings, dataset_name)
+    check_training_settings(settings, dataset_name, plans[0])
     output_dir = (Path(settings.output_dir) if settings.output_dir
                   else benchmark_dir(dataset_name, settings.method, settings.protocol))
     make_folder(output_dir)

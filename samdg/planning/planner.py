@@ -13,6 +13,10 @@ Rules (documentation/plans.md explains them for users):
 - SAM variant: --variant, else a ViT checkpoint found in the weights folder, else LiteMedSAM.
 - batch size from GPU memory and the variant's per-sample estimate, capped to [2, 64]; a small CPU batch.
 - method settings: the defaults of every registered method.
+- augmentation: nnU-Net-like ``default``; a cross-domain training run (``--source-domains``, the single-source and
+  leave-one-domain-out benchmarks) takes ``CROSS_DOMAIN_AUGMENTATION`` instead
+  (:func:`choose_cross_domain_augmentation`, decided when the run starts: the plan is made before anyone says which
+  domains a run trains on).
 """
 
 from __future__ import annotations
@@ -39,6 +43,11 @@ GPU_USABLE_FRACTION = 0.9  # headroom for fragmentation
 BATCH_SIZE_RANGE = (2, 64)
 BATCH_SIZE_CPU = 2
 DOWNSCALE_WARNING = 0.5
+# Provisional: chosen before benchmarks/dg_levers.py finished measuring the presets (documentation/cross_domain.md).
+CROSS_DOMAIN_AUGMENTATION = "dg_all"
+CROSS_DOMAIN_REASON = ("cross-domain training run (source domains {sources}): domain-generalisation augmentation "
+                       "{preset} (GIN/IPA, SLAug or Fourier amplitude mixing per sample); provisional, not yet "
+                       "measured to beat the other presets (documentation/cross_domain.md)")
 
 
 class _Log:
@@ -287,8 +296,8 @@ def plan_experiment(fingerprint: dict[str, Any], dataset_json: dict[str, Any], v
                    "or sam.inplane_crop can help")
     log("sam.inplane_crop", None, reason)
     training = choose_training(info, gpu_memory_gib(gpu_memory_gb, log), log)
-    log("training.augmentation", training.augmentation, "nnU-Net-like default; dg_strong adds intensity-heavy "
-                                                        "augmentation for single-source domain generalisation")
+    log("training.augmentation", training.augmentation, "nnU-Net-like default for training on every domain; a "
+        f"cross-domain run (--source-domains, cross-domain benchmarks) uses {CROSS_DOMAIN_AUGMENTATION} instead")
     methods = method_defaults(log)
 
     plans = Plans(
@@ -317,6 +326,19 @@ def plan_experiment(fingerprint: dict[str, Any], dataset_json: dict[str, Any], v
     plans.validate("planner")
     if overrides:
         plans = apply_overrides(plans, overrides)
+    return plans
+
+
+def choose_cross_domain_augmentation(plans: Plans, source_domains: list[str] | None,
+                                     overrides: dict[str, Any]) -> Plans:
+    """A run that trains on some domains and is judged on others gets the DG preset, recorded as a decision;
+    a run on every domain (``source_domains`` None) or with ``--override training.augmentation`` keeps its plan."""
+    if not source_domains or "training.augmentation" in overrides:
+        return plans
+    if plans.training.augmentation != CROSS_DOMAIN_AUGMENTATION:
+        plans.training.augmentation = CROSS_DOMAIN_AUGMENTATION
+        reason = CROSS_DOMAIN_REASON.format(sources=", ".join(source_domains), preset=CROSS_DOMAIN_AUGMENTATION)
+        plans.decisions.append(Decision("training.augmentation", CROSS_DOMAIN_AUGMENTATION, reason))
     return plans
 
 

@@ -98,7 +98,12 @@ class TrainingSettings:
     oversample_foreground_percent: float = _doc("share of each batch forced to contain foreground", default=0.33)
     num_workers: int = _doc("data-loading worker processes", default=4)
     augmentation: Augmentation = _doc("`default` (nnU-Net-like), `dg_strong` (intensity-heavy, for domain "
-                                      "shift) or `none`", default="default")
+                                      "shift), a DG preset (`dg_gin`, `dg_slaug`, `dg_fourier`, `dg_all`) or "
+                                      "`none`", default="default")
+    embedding_cache_views: int = _doc("augmented views encoded per training slice by an embedding cache with "
+                                      "augmentation on", default=8, minimum=1)
+    embedding_cache_refresh_epochs: int = _doc("the cached views are drawn anew every this many epochs (0: never)",
+                                               default=0, minimum=0)
 
 
 @dataclass

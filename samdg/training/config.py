@@ -93,14 +93,17 @@ def _apply_method_input_size(plans: Plans, by_family: dict[str, int], method: st
         plans.sam.input_size = size
 
 
-def plans_for_method(dataset_name: str, method: str, overrides: dict[str, Any]) -> Plans:
+def plans_for_method(dataset_name: str, method: str, overrides: dict[str, Any],
+                     source_domains: list[str] | None = None) -> Plans:
     """The dataset's saved plans, ``method``'s block checked and completed with the defaults of settings added
-    since planning (or all defaults for a method registered after planning), then the overrides applied (a bad
-    key, type or value is a SamdgError naming the key)."""
+    since planning (or all defaults for a method registered after planning), the planner's cross-domain
+    augmentation when ``source_domains`` are given, then the overrides applied (a bad key, type or value is a
+    SamdgError naming the key)."""
     from samdg.models.methods import resolve_settings
     from samdg.planning.api import load_plans
+    from samdg.planning.planner import choose_cross_domain_augmentation
 
-    plans = load_plans(dataset_name)
+    plans = choose_cross_domain_augmentation(load_plans(dataset_name), source_domains, overrides)
     plans.methods[method] = to_plain(resolve_settings(method, plans.methods.get(method)))
     if overrides:
         plans = apply_overrides(plans, overrides)
@@ -149,7 +152,7 @@ def resolve_run(args: TrainingArgs, device_type: str, world_size: int = 1) -> Tr
     dataset_name = resolve_dataset_name(args.dataset)
     preprocessed_dir = preprocessed_dataset_dir(dataset_name)
     plans_path = preprocessed_dir / f"{PLANS_NAME}.json"
-    plans = plans_for_method(dataset_name, args.method, args.overrides)
+    plans = plans_for_method(dataset_name, args.method, args.overrides, args.source_domains)
     method_settings = resolve_settings(args.method, plans.methods[args.method])
     label_spec = LabelSpec.from_dataset_json(plans.labels, plans.regions_class_order, str(plans_path))
 
@@ -167,14 +170,11 @@ def resolve_run(args: TrainingArgs, device_type: str, world_size: int = 1) -> Tr
         raise SamdgError(f"the global batch size {batch} does not divide by the {world_size} processes; pick a "
                          f"multiple of {world_size} with --batch-size")
     iters = args.iters_per_epoch or training.iterations_per_epoch
-    if args.embedding_cache != "off":
-        if training.augmentation != "none":
-            raise SamdgError(f"--embedding-cache {args.embedding_cache} needs unaugmented inputs, but the plan's "
-                             f"training.augmentation is '{training.augmentation}'; add --override "
-                             "training.augmentation=none or use --embedding-cache off")
-        if plans.sam.inplane_crop is not None:
-            raise SamdgError(f"--embedding-cache {args.embedding_cache} needs whole slices, but sam.inplane_crop is "
-                             f"{plans.sam.inplane_crop} (random crops); use --embedding-cache off")
+    # Augmentation is fine (the cache then holds K augmented views per slice), random crops are not: validation
+    # and whole-volume prediction look up whole slices.
+    if args.embedding_cache != "off" and plans.sam.inplane_crop is not None:
+        raise SamdgError(f"--embedding-cache {args.embedding_cache} needs whole slices, but sam.inplane_crop is "
+                         f"{plans.sam.inplane_crop} (random crops); use --embedding-cache off")
     dataset_json = preprocessed_dir / "dataset.json"
     return TrainingRun(
         args=args,

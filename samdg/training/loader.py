@@ -9,10 +9,16 @@ itself, so images stay in [0,1].
 :class:`SliceBatches` is a map-style torch Dataset whose index is ``(epoch, iteration)`` and whose item is a whole
 batch (this rank's share of the global batch), so torch's ``DataLoader`` workers build batches in parallel while
 the content of every batch stays a function of the index only.
+
+Augmented views (the augmented embedding cache, see :mod:`samdg.training.embedding_cache`): with ``views`` K > 0
+each draw picks one of K views of its slice at random, and the view is augmented with a seed fixed by
+``view_seed``, the slice, the view and the refresh round instead of the draw's own seed, so a view is the same
+(image, label) pair whenever it is drawn. The batch's ``keys`` then name the view.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -22,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from samdg.preprocessing.sam_input import fit_label_to_input, fit_to_input, slice_to_sam_channels
 from samdg.training.augmentation import build_augmentation, seeded_global_rng
 from samdg.training.dataset import PreprocessedCase
+from samdg.training.embedding_cache import refresh_round, view_key
 from samdg.training.sampler import SliceRef, SliceSampler, rng_for
 
 
@@ -53,8 +60,14 @@ class SliceBatches(Dataset):
         inplane_crop: tuple[int, int] | None = None,
         rank: int = 0,
         world_size: int = 1,
+        views: int = 0,
+        refresh_epochs: int = 0,
+        view_seed: int = 0,
     ) -> None:
         self.cases = cases
+        self.views = int(views)
+        self.refresh_epochs = int(refresh_epochs)
+        self.view_seed = int(view_seed)
         self.sampler = sampler
         self.channel_mapping = channel_mapping
         self.input_size = int(input_size)
@@ -71,8 +84,9 @@ class SliceBatches(Dataset):
             self._augment_built = True
         return self._augment
 
-    def make_sample(self, ref: SliceRef) -> tuple[np.ndarray, np.ndarray]:
-        """One slice -> (image (3,S,S) float32 in [0,1], label (S,S) int64)."""
+    def make_sample(self, ref: SliceRef, augmentation_seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One slice -> (image (3,S,S) float32 in [0,1], label (S,S) int64), augmented with ``augmentation_seed``
+        (default: the draw's own seed)."""
         case = self.cases[ref.case_id]
         # Copies: the memory-mapped case files are read-only.
         image = np.array(slice_to_sam_channels(case.data(), ref.slice_index, self.channel_mapping), dtype=np.float32)
@@ -91,22 +105,35 @@ class SliceBatches(Dataset):
         label, _ = fit_label_to_input(np.ascontiguousarray(label), self.input_size)
         augment = self._augmenter()
         if augment is not None:
-            with seeded_global_rng(ref.seed):
+            with seeded_global_rng(ref.seed if augmentation_seed is None else augmentation_seed):
                 image, label = augment(image, label)
         return image.astype(np.float32, copy=False), label.astype(np.int64, copy=False)
 
-    def batch_from_refs(self, refs: list[SliceRef]) -> dict[str, Any]:
-        samples = [self.make_sample(ref) for ref in refs]
+    def view_of(self, ref: SliceRef, epoch: int) -> tuple[str, int]:
+        """(cache key, augmentation seed) of the view a draw takes: one of ``views`` views of its slice, chosen
+        with the draw's seed; the seed of the view depends on the slice, the view and the round, not the draw."""
+        view = int(rng_for(ref.seed, 2).integers(self.views))
+        current_round = refresh_round(epoch, self.refresh_epochs)
+        case_number = int.from_bytes(hashlib.sha256(ref.case_id.encode()).digest()[:8], "little")
+        seed = int(rng_for(self.view_seed, case_number, ref.slice_index, view, current_round).integers(2**63))
+        return view_key(ref.key, current_round, view), seed
+
+    def batch_from_refs(self, refs: list[SliceRef], epoch: int = 0) -> dict[str, Any]:
+        if self.views:
+            keys, seeds = zip(*[self.view_of(ref, epoch) for ref in refs])
+        else:
+            keys, seeds = [ref.key for ref in refs], [None] * len(refs)
+        samples = [self.make_sample(ref, seed) for ref, seed in zip(refs, seeds)]
         return {
             "image": torch.from_numpy(np.stack([s[0] for s in samples])),
             "target": torch.from_numpy(np.stack([s[1] for s in samples])),
             "domain": [self.cases[ref.case_id].domain for ref in refs],
-            "keys": [ref.key for ref in refs],
+            "keys": list(keys),
         }
 
     def __getitem__(self, index: tuple[int, int]) -> dict[str, Any]:
         epoch, iteration = index
-        return self.batch_from_refs(self.sampler.rank_batch(epoch, iteration, self.rank, self.world_size))
+        return self.batch_from_refs(self.sampler.rank_batch(epoch, iteration, self.rank, self.world_size), epoch)
 
 
 class EpochIndices(Sampler):

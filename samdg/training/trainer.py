@@ -45,7 +45,7 @@ from samdg.training.distributed import (
     resolve_device,
     shutdown,
 )
-from samdg.training.embedding_cache import EmbeddingCache, cache_key
+from samdg.training.embedding_cache import AugmentedViewCache, EmbeddingCache, cache_key
 from samdg.training.loader import SliceBatches, make_loader
 from samdg.training.optim import configure_optimization, end_of_epoch, optimizer_step, prepare_for_training
 from samdg.training.progress import TrainingRecord
@@ -121,7 +121,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)
 
         self.input_size = plans.sam.input_size
-        self.cache = self._make_cache()
+        self.cache, self.train_cache = self._make_caches()
+        views = self.train_cache.views if isinstance(self.train_cache, AugmentedViewCache) else 0
         rank, world = context.rank, context.world_size
         crop = tuple(plans.sam.inplane_crop) if plans.sam.inplane_crop else None
         self.train_sampler = SliceSampler(run.cases, run.train_cases, run.global_batch_size,
@@ -129,7 +130,8 @@ class Trainer:
         self.val_sampler = SliceSampler(run.cases, run.val_cases, run.global_batch_size,
                                         plans.training.oversample_foreground_percent, run.args.seed, VALIDATION_STREAM)
         train_batches = SliceBatches(run.cases, self.train_sampler, plans.channel_mapping, self.input_size,
-                                     run.augmentation, crop, rank, world)
+                                     run.augmentation, crop, rank, world, views,
+                                     plans.training.embedding_cache_refresh_epochs, run.args.seed)
         val_batches = SliceBatches(run.cases, self.val_sampler, plans.channel_mapping, self.input_size, "none",
                                    crop, rank, world)
         pin = self.device.type == "cuda"
@@ -145,28 +147,41 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ components
 
-    def _make_cache(self) -> EmbeddingCache | None:
+    def _make_caches(self) -> tuple[EmbeddingCache | None, EmbeddingCache | None]:
+        """(cache of un-augmented slices: validation, and training without augmentation; cache of the training
+        batches: the same one, or the augmented views when augmentation is on). (None, None) when off."""
         mode = self.run.args.embedding_cache
         if mode == "off":
-            return None
+            return None, None
         names = self.method.cacheable_features()
         if names is None:
             raise SamdgError(f"--embedding-cache {mode}: with its current settings method '{self.run.args.method}' "
                              "trains its image encoder, so encoder features cannot be cached; use "
                              "--embedding-cache off")
-        folder = None
-        if mode == "disk":
-            plans = self.run.plans
-            key = cache_key({"variant": plans.sam.variant, "checkpoint": _file_identity(plans.sam.checkpoint),
-                             "input_size": plans.sam.input_size, "mapping": plans.to_dict()["channel_mapping"],
-                             "preprocessing": plans.preprocessing_hash(), "features": list(names),
-                             "precision": str(self.amp_dtype)})
-            folder = self.run.preprocessed_dir / "embedding_cache" / key
-        self._announce_cache_size(mode, tuple(names))
-        return EmbeddingCache(mode, tuple(names), folder)
+        plans, names = self.run.plans, tuple(names)
+        description = {"variant": plans.sam.variant, "checkpoint": _file_identity(plans.sam.checkpoint),
+                       "input_size": plans.sam.input_size, "mapping": plans.to_dict()["channel_mapping"],
+                       "preprocessing": plans.preprocessing_hash(), "features": list(names),
+                       "precision": str(self.amp_dtype)}
+        root = self.run.preprocessed_dir / "embedding_cache"
+        plain = EmbeddingCache(mode, names, root / cache_key(description) if mode == "disk" else None)
+        if self.run.augmentation == "none":
+            self._announce_cache_size(mode, names)
+            return plain, plain
+        views = plans.training.embedding_cache_views
+        # The views depend on the preset, K and the seed too: another value of any of them is another cache.
+        description.update(augmentation=self.run.augmentation, views=views, seed=self.run.args.seed)
+        refresh = plans.training.embedding_cache_refresh_epochs
+        self._announce_cache_size(mode, names, views, refresh)
+        augmented = AugmentedViewCache(mode, names, views, refresh,
+                                       root / cache_key(description) if mode == "disk" else None)
+        return plain, augmented
 
-    def _announce_cache_size(self, mode: str, names: tuple[str, ...]) -> None:
-        """Say, before building it, how large the cache can grow: every training and validation slice, float16."""
+    def _announce_cache_size(self, mode: str, names: tuple[str, ...], views: int = 0, refresh: int = 0) -> None:
+        """Say, before building it, how large the cache can grow (float16 features): every training and validation
+        slice; with ``views`` augmented views, K views (features and int32 label) of every training slice per
+        round of views (memory keeps one round, disk every round of the run) plus the un-augmented validation
+        slices."""
         from samdg.models.backbones.base import Backbone
 
         encoder = next(module for module in self.method.modules() if isinstance(module, Backbone))
@@ -174,11 +189,22 @@ class Trainer:
         size = encoder.config.embedding_size
         shapes.setdefault("embedding", (256, size, size))
         per_slice = sum(2 * int(np.prod(shapes[name])) for name in ("embedding", *names))
-        slices = sum(self.run.cases[c].num_slices for c in {*self.run.train_cases, *self.run.val_cases})
         where = "RAM of each training process" if mode == "memory" else "disk"
-        self.record.log(f"embedding cache ({mode}): {', '.join(('embedding', *names))}; "
-                        f"{per_slice / 2**20:.2f} MiB per slice, up to "
-                        f"{slices} slices = {per_slice * slices / 2**30:.2f} GiB of {where}")
+        what = f"embedding cache ({mode}): {', '.join(('embedding', *names))}; {per_slice / 2**20:.2f} MiB per slice"
+        if not views:
+            slices = sum(self.run.cases[c].num_slices for c in {*self.run.train_cases, *self.run.val_cases})
+            self.record.log(f"{what}, up to {slices} slices = {per_slice * slices / 2**30:.2f} GiB of {where}")
+            return
+        train_slices = sum(self.run.cases[c].num_slices for c in self.run.train_cases)
+        val_slices = sum(self.run.cases[c].num_slices for c in self.run.val_cases)
+        rounds = 1 if mode == "memory" or refresh <= 0 else math.ceil(self.run.epochs / refresh)
+        per_view = per_slice + 4 * self.input_size**2
+        total = rounds * views * train_slices * per_view + val_slices * per_slice
+        refreshed = f", drawn anew every {refresh} epochs" if refresh > 0 else ""
+        self.record.log(f"{what}; augmented ({self.run.augmentation}): {views} views of each of {train_slices} "
+                        f"training slices{refreshed} ({rounds} round(s) kept), {per_view / 2**20:.2f} MiB per view "
+                        f"with its label, plus {val_slices} un-augmented validation slices: up to "
+                        f"{total / 2**30:.2f} GiB of {where}")
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -189,13 +215,19 @@ class Trainer:
         with evaluating(self.method), self.autocast():
             return self.method.encode(images)
 
-    def prepare(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Move a loader batch to the device and attach cached encoder features when the cache is on."""
+    def prepare(self, batch: dict[str, Any], cache: EmbeddingCache | None = None) -> dict[str, Any]:
+        """Move a loader batch to the device and attach cached encoder features from ``cache`` (default: the
+        un-augmented cache); a cache of augmented views also gives the label stored with each view."""
+        cache = self.cache if cache is None else cache
         batch = dict(batch)
         batch["image"] = batch["image"].to(self.device, non_blocking=True)
         batch["target"] = batch["target"].to(self.device, non_blocking=True)
-        if self.cache is not None:
-            batch["features"] = self.cache.features(batch["keys"], batch["image"], self._encode_for_cache)
+        if cache is not None:
+            labels = batch["target"] if cache.stores_labels else None
+            features = cache.features(batch["keys"], batch["image"], self._encode_for_cache, labels)
+            if "label" in features:
+                batch["target"] = features.pop("label")
+            batch["features"] = features
         return batch
 
     # ------------------------------------------------------------------------------------------ one step
@@ -210,7 +242,7 @@ class Trainer:
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=True)
-        parts = self.forward_backward(self.prepare(batch))
+        parts = self.forward_backward(self.prepare(batch, self.train_cache))
         optimizer_step(self.optimization, self.scaler)
         return parts
 
@@ -221,6 +253,8 @@ class Trainer:
 
         self.method.train()
         self.train_indices.set_epoch(epoch)
+        if isinstance(self.train_cache, AugmentedViewCache):
+            self.train_cache.begin_epoch(epoch)
         sums: dict[str, float] = defaultdict(float)
         show = self.run.args.progress_bar and self.context.is_main
         bar = tqdm(self.train_loader, total=self.run.iters_per_epoch, desc=f"epoch {epoch + 1}/{self.run.epochs}",

@@ -1,0 +1,33 @@
+"""The planner's augmentation for cross-domain training: a DG preset, recorded as a decision; overrides win."""
+
+from __future__ import annotations
+
+from raw_builders import fingerprint_stub, stub_dataset_json
+
+from samdg.planning.planner import CROSS_DOMAIN_AUGMENTATION, choose_cross_domain_augmentation, plan_experiment
+
+
+def _plans():
+    return plan_experiment(fingerprint_stub([(2.5, 0.8, 0.8)], [(12, 64, 64)]), stub_dataset_json(), gpu_memory_gb=24)
+
+
+def test_training_on_every_domain_keeps_the_default_and_says_what_cross_domain_runs_get():
+    plans = choose_cross_domain_augmentation(_plans(), None, {})
+    assert plans.training.augmentation == "default"
+    assert f"uses {CROSS_DOMAIN_AUGMENTATION} instead" in plans.decision("training.augmentation").reason
+
+
+def test_cross_domain_run_gets_the_dg_preset_with_its_reason():
+    assert CROSS_DOMAIN_AUGMENTATION.startswith("dg_")
+    plans = choose_cross_domain_augmentation(_plans(), ["siteA"], {})
+    assert plans.training.augmentation == CROSS_DOMAIN_AUGMENTATION
+    decision = plans.decision("training.augmentation")
+    assert decision.value == CROSS_DOMAIN_AUGMENTATION
+    assert "cross-domain training run (source domains siteA)" in decision.reason
+    assert "provisional, not yet measured" in decision.reason
+
+
+def test_an_augmentation_override_wins_over_the_cross_domain_choice():
+    plans = choose_cross_domain_augmentation(_plans(), ["siteA", "siteB"], {"training.augmentation": "none"})
+    assert plans.training.augmentation == "default"  # the override itself is applied afterwards, by the caller
+    assert not any("cross-domain training run" in d.reason for d in plans.decisions)
