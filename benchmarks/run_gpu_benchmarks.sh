@@ -24,12 +24,16 @@ for part in $parts; do
       for size in 384 1024; do
         $PY benchmarks/method_step_speed.py --method dapsam --variant vit_b --input-size $size --batch-size 8 \
             --out "$out/dapsam_vit_b_$size.json"
-      done ;;
+      done
+      $PY benchmarks/method_step_speed.py --method dbsam --variant litemedsam --batch-size 8 --out "$out/dbsam_litemedsam.json"
+      $PY benchmarks/method_step_speed.py --method dbsam --variant vit_b --batch-size 8 --out "$out/dbsam_vit_b.json"
+      $PY benchmarks/method_step_speed.py --method dbsam --variant vit_b --batch-size 8 \
+          --setting gradient_checkpointing=true --out "$out/dbsam_vit_b_ckpt.json" ;;
     matrices)
       export SAMDG_raw="$out/raw" SAMDG_preprocessed="$out/preprocessed" SAMDG_results="$out/results"
       [ -f "$SAMDG_raw/Dataset901_Synthetic/dataset.json" ] || samdg_make_synthetic -d 901
       samdg_plan_and_preprocess -d 901 --variant litemedsam --no_pbar
-      for method in sam desam dapsam; do
+      for method in sam desam dapsam dbsam; do
         samdg_benchmark -d 901 -m $method --protocol single-source --epochs 20 --iters-per-epoch 100 --device cuda
         cp "$SAMDG_results/Dataset901_Synthetic/benchmark__${method}__single-source/matrix.md" "$out/matrix_$method.md"
       done ;;

@@ -183,3 +183,18 @@ def test_samdg_train_and_benchmark_run_dbsam(samdg_roots, capsys):
     assert benchmark_main(["-d", "904", "-m", "dbsam", "--protocol", "single-source", "--disable-progress-bar",
                            "-np", "1", *quick]) == 0
     assert "dbsam" in capsys.readouterr().out
+
+
+def test_step_speed_script_times_dbsam(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "method_step_speed.py"
+    spec = importlib.util.spec_from_file_location("method_step_speed", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "dbsam.json"
+    assert script.main(["--out", str(out), "--smoke", "--method", "dbsam"]) == 0
+    result = json.loads(out.read_text())
+    assert result["method"] == "dbsam" and result["steps_per_second"] > 0
