@@ -132,3 +132,19 @@ def test_cross_domain_run_trains_with_the_planner_dg_preset_unless_overridden(sy
     overridden = resolve_run(quick_args(source_domains=["siteA"], overrides={"training.augmentation": "none"}), "cpu")
     assert overridden.augmentation == "none"
     assert overridden.plans.decision("training.augmentation").reason.startswith("set by the user (--override)")
+
+
+def test_benchmark_reuses_a_cross_domain_model_trained_with_the_planner_default(synthetic_dataset, quick_args):
+    from samdg.benchmark.protocols import ModelPlan
+    from samdg.benchmark.runner import BenchmarkSettings, _reuse_note
+    from samdg.errors import SamdgError
+    from samdg.training import train
+
+    fold_dir = train(quick_args(fold="all", source_domains=["siteA"], overrides={}, epochs=1, iters_per_epoch=1,
+                                final_validation=False))
+    plan = ModelPlan("siteA", ("siteA",))
+    settings = BenchmarkSettings(dataset=synthetic_dataset, method="sam", protocol="single-source")
+    assert _reuse_note(fold_dir, settings, synthetic_dataset, plan) == ""  # the plan the benchmark would train
+    settings.overrides = {"training.augmentation": "default"}
+    with pytest.raises(SamdgError, match='training.augmentation="dg_all" \\(asked "default"\\)'):
+        _reuse_note(fold_dir, settings, synthetic_dataset, plan)
