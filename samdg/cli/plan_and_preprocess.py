@@ -8,24 +8,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Sequence
 
-from samdg.cli.common import entry_point
+from samdg.cli.common import entry_point, parse_overrides
 from samdg.errors import SamdgError
-
-
-def parse_override(text: str) -> tuple[str, object]:
-    """``key=value`` -> (key, value); the value is read as JSON (numbers, true/false, null, lists), else as text."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise SamdgError(f"--override {text}: expected key=value, e.g. training.batch_size=8")
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError:
-        parsed = value
-    return key.strip(), parsed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from samdg.planning.api import plan_and_preprocess
     from samdg.utils.pool import default_num_processes
 
-    overrides = dict(parse_override(text) for text in args.override)
+    overrides = parse_overrides(args.override)
     num_processes = args.np if args.np is not None else default_num_processes()
     if num_processes < 1:
         raise SamdgError(f"-np must be at least 1, got {num_processes}")

@@ -6,28 +6,11 @@ Multi-GPU / multi-node: run the same command under ``torchrun --nproc_per_node N
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 from samdg.baselines import is_external_baseline
-from samdg.cli.common import entry_point
+from samdg.cli.common import entry_point, parse_overrides
 from samdg.errors import SamdgError
-
-
-def parse_override(text: str) -> tuple[str, object]:
-    """``key=value`` with a JSON value (``4``, ``0.5``, ``true``, ``"x"``, ``[1,2]``); bare words are strings."""
-    if "=" not in text:
-        raise SamdgError(f"--override {text}: expected key=value, e.g. training.batch_size=4")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key:
-        raise SamdgError(f"--override {text}: the key is empty")
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return key, value
-
 
 MAX_SEED = 2**32  # numpy's generators take seeds in [0, 2**32)
 
@@ -87,7 +70,7 @@ def args_from_namespace(namespace: argparse.Namespace):
 
     parse_fold(namespace.fold)
     check_seed(namespace.seed)
-    overrides = dict(parse_override(text) for text in namespace.override)
+    overrides = parse_overrides(namespace.override)
     if namespace.stage is not None:
         overrides[f"methods.{namespace.method}.stage"] = namespace.stage
     return TrainingArgs(

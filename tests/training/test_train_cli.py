@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from samdg.cli.train import main, parse_override
+from samdg.cli.train import main
 
 
 def _fails(capsys, argv: list[str]) -> str:
@@ -55,13 +55,6 @@ def test_argparse_errors_also_exit_2(capsys):
     with pytest.raises(SystemExit):
         main(["901", "sam", "0", "--device", "tpu"])
     assert "invalid choice: 'tpu'" in capsys.readouterr().err
-
-
-def test_override_values_are_json_or_text():
-    assert parse_override("training.batch_size=4") == ("training.batch_size", 4)
-    assert parse_override("methods.sam.lr=1e-3") == ("methods.sam.lr", 1e-3)
-    assert parse_override("training.augmentation=none") == ("training.augmentation", "none")
-    assert parse_override("sam.inplane_crop=[64,64]") == ("sam.inplane_crop", [64, 64])
 
 
 def test_cli_trains_and_reports_the_results_folder(synthetic_dataset, capsys):
