@@ -174,7 +174,7 @@ def write_splits(space: Workspace, dataset_name: str, cases: dict[str, Case], fo
                          f"training case: {', '.join(outside[:10])}")
     if int(fold) >= len(splits):
         raise SamdgError(f"fold {fold} does not exist: samdg's split holds folds 0-{len(splits) - 1} (or use 'all')")
-    atomic_write_json(space.preprocessed / "splits_final.json", splits)
+    atomic_write_json(make_folder(space.preprocessed) / "splits_final.json", splits)
     return splits
 
 
@@ -243,9 +243,8 @@ def train_model(request: TrainRequest, log: Callable[[str], None] = print) -> tu
     device = _device_name(request.device)
     raw = load_raw_dataset(raw_dataset_dir(dataset_name))
     cases = selected_cases(raw, request.source_domains)
-    make_folder(space.preprocessed)
+    write_splits(space, dataset_name, cases, fold, request.source_domains)  # first: it may refuse the fold
     write_nnunet_raw(space, raw, cases)
-    write_splits(space, dataset_name, cases, fold, request.source_domains)
     ensure_preprocessed(space, request.configuration, request.num_processes, log)
     log(f"nnU-Net: training {request.configuration} fold {fold} on {len(cases)} case(s) -> {fold_dir}")
     schedule = {"SAMDG_NNUNET_EPOCHS": request.epochs, "SAMDG_NNUNET_ITERS_PER_EPOCH": request.iters_per_epoch,

@@ -103,3 +103,15 @@ def test_benchmark_runs_nnunet_beside_sam_on_samdgs_cases_and_reuses_it(samdg_ro
     assert benchmark.main(["-m", "nnunet", *arguments]) == 0
     again = json.loads((out / "benchmark.json").read_text())
     assert [(m["status"], m["predicted"], m["skipped"]) for m in again["models"]] == [("reused", 0, 2)]
+
+
+def test_a_numbered_fold_without_samdgs_split_is_refused_before_anything_is_written(samdg_roots, capsys):
+    from dataset_conversion.synthetic import make_synthetic_dataset
+    from samdg.cli import train
+
+    make_synthetic_dataset(samdg_roots["raw"] / "Dataset963_NnunetFold", num_domains=2, cases_per_domain=1,
+                           test_cases_per_domain=0, shape=(16, 16, 4))
+    with pytest.raises(SystemExit):
+        train.main(["963", "nnunet", "0", "--device", "cpu"])
+    assert "run samdg_plan_and_preprocess" in capsys.readouterr().err
+    assert not (samdg_roots["results"] / "Dataset963_NnunetFold").exists()
