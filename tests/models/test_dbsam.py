@@ -157,6 +157,52 @@ def test_vit_b_trainable_parameter_counts():
     assert counts == {"stage": 22_374_912, "block": 29_532_672}
 
 
+
+def test_released_architecture_trains_every_part_and_its_neck():
+    from samdg.models.layers.dbsam_released import (
+        CONV_PYRAMID,
+        ImagePyramidBranch,
+        PyramidStageHook,
+        SoftmaxSourceFusion,
+    )
+    from samdg.training.optim import configure_optimization
+
+    method = make_dbsam("tiny_vit_test", architecture="released")
+    encoder = method.image_encoder
+    assert isinstance(encoder.stem_hook, ImagePyramidBranch) and isinstance(encoder.neck_hook, SoftmaxSourceFusion)
+    assert all(isinstance(hook, PyramidStageHook) and len(hook.blocks) == 2 for hook in encoder.stage_hooks)
+    assert [level.size for level in encoder.stem_hook.levels] == [64, 32, 16, 8]  # 8E, 4E, 2E, E
+    neck = {id(p) for p in encoder.neck.parameters()}
+    assert neck <= {id(p) for p in method.trainable_parameters()}
+
+    method.train()
+    images = images_for(method, batch=1)
+    context = {}
+    encoder.forward_features(images, context=context)
+    assert [tuple(m.shape) for m in context[CONV_PYRAMID]] == [(1, 32, 8, 8)] * 4
+    target = torch.randint(0, 3, (1, 128, 128), generator=torch.Generator().manual_seed(2))
+    setup = configure_optimization(method, total_steps=10)
+    loss, _ = method.loss(method({"image": images}), {"target": target})
+    loss.backward()
+    assert [n for n, p in method.named_parameters() if p.requires_grad and p.grad is None] == []
+    setup.optimizer.step()
+    method.eval()
+    with torch.no_grad():
+        assert method.predict(images).shape == (1, SPEC.num_classes, 32, 32)
+
+
+def test_released_architecture_vit_b_parameter_counts():
+    """The released deformable attention has 1,734,864 parameters per instance (reference notes, measured there)."""
+    binary = LabelSpec.from_dataset_json({"background": 0, "organ": 1})
+    with torch.device("meta"):
+        method = build_method("dbsam", build_sam("vit_b", pretrained=False), {"architecture": "released"}, binary)
+    encoder = method.image_encoder
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    assert count(encoder.stage_hooks[0].blocks[0].attention) == 1_734_864
+    assert count(encoder.stem_hook) == 7_504_384 and count(encoder.neck_hook) == 5_221_824
+    assert count(encoder.stage_hooks) == 8 * 6_492_624 and count(encoder.neck) == 787_456
+    assert sum(p.numel() for p in method.trainable_parameters()) == 68_960_192
+
 # --- through the public commands -----------------------------------------------------------------------------------
 
 def test_samdg_train_and_benchmark_run_dbsam(samdg_roots, capsys):

@@ -12,6 +12,10 @@ Medical Image Segmentation", MICCAI 2024), paper architecture, for automatic mul
 - SAM's neck stays frozen (the paper's figure), the prompt encoder frozen, the mask decoder trained with one mask
   token per class (:func:`samdg.models.layers.sam_decoding.per_class_mask_decoder`).
 
+``architecture: released`` builds the repository's configuration instead
+(:mod:`samdg.models.layers.dbsam_released`: four-level image pyramid, two multi-source deformable blocks per
+stage, softmax fusion over the sources, trainable neck).
+
 The parts are installed in the backbone protocol's hooks and slots (:mod:`samdg.models.layers.dbsam_blocks`), so
 every family (ViT, TinyViT, any registered one) works without per-family code. Deviations from the paper and the
 released code are listed in ``documentation/methods/dbsam.md``.
@@ -27,6 +31,7 @@ from torch import nn
 
 from samdg.labels import LabelSpec
 from samdg.models.layers.dbsam_blocks import install_dbsam
+from samdg.models.layers.dbsam_released import install_dbsam_released
 from samdg.models.layers.sam_decoding import (
     box_prompts,
     decode_masks,
@@ -44,18 +49,21 @@ from samdg.utils.schema import doc_field as _doc
 class DBSAMSettings(SamMethodSettings):
     """`dbsam`: automatic prompt, dual-branch sizes, memory; the released optimisation and DiceCE weights."""
 
+    architecture: Literal["paper", "released"] = _doc(
+        "`paper`: the paper's dual branch; `released`: the repository's four-level image pyramid with two "
+        "multi-source deformable blocks per stage, softmax fusion and a trainable neck", default="paper")
     prompt: Literal["none", "whole_image_box"] = _doc(
         "automatic prompt of the per-class mask decoder: `none` (the mask tokens alone, as `sam`) or "
         "`whole_image_box` (the whole input frame as a box, as DeSAM-B)", default="none")
     channel_attention: Literal["stage", "block"] = _doc(
-        "channel attention blocks after every `stage` (the paper's figure) or after every `block` (its abstract)",
+        "paper: channel attention blocks after every `stage` (the figure) or after every `block` (the abstract)",
         default="stage")
-    conv_channels: int = _doc("width of the conv branch's first convolution (doubling per stride-2 layer)",
+    conv_channels: int = _doc("paper: width of the conv branch's first convolution (doubling per stride-2 layer)",
                               default=64, minimum=1)
     head_dim: int = _doc("deformable attention head width (heads = stage width / head_dim, rounded to a divisor)",
                          default=64, minimum=1)
     points: int = _doc("deformable attention sampling points per head", default=4, minimum=1)
-    ffn_ratio: float = _doc("hidden width / stage width of the cross-attention FFNs", default=0.25,
+    ffn_ratio: float = _doc("paper: hidden width / stage width of the cross-attention FFNs", default=0.25,
                             exclusive_minimum=0)
     gradient_checkpointing: bool = _doc("recompute encoder blocks and cross-attention blocks in the backward pass "
                                         "(less memory, about one more encoder forward per step)", default=False)
@@ -65,15 +73,19 @@ class DBSAMSettings(SamMethodSettings):
 class DBSAM(FrozenSamMethod):
     """SAM with DB-SAM's conv branch, channel attention, bilateral cross-attention and fusion (module docstring).
 
-    Trainable: everything installed in the encoder's hooks and slots, and the mask decoder (IoU head excepted).
+    Trainable: everything installed in the encoder's hooks and slots (and, ``released``, the neck), and the mask
+    decoder (IoU head excepted).
     """
 
     def __init__(self, sam: nn.Module, settings: Any, label_spec: LabelSpec) -> None:
         super().__init__(sam, settings, label_spec)
         s = self.settings
         self.mask_decoder = per_class_mask_decoder(sam.mask_decoder, self.num_classes)
-        install_dbsam(self.image_encoder, s.conv_channels, s.head_dim, s.points, s.ffn_ratio, s.channel_attention,
-                      checkpointing=s.gradient_checkpointing)
+        if s.architecture == "released":
+            install_dbsam_released(self.image_encoder, s.head_dim, s.points, checkpointing=s.gradient_checkpointing)
+        else:
+            install_dbsam(self.image_encoder, s.conv_channels, s.head_dim, s.points, s.ffn_ratio,
+                          s.channel_attention, checkpointing=s.gradient_checkpointing)
         self.image_encoder.gradient_checkpointing = s.gradient_checkpointing
 
     def branch_modules(self) -> list[nn.Module]:
@@ -81,7 +93,8 @@ class DBSAM(FrozenSamMethod):
         return [module for _, module in self.image_encoder.extensions()]
 
     def trainable_modules(self) -> list[nn.Module]:
-        return [*self.branch_modules(), *self.mask_decoder_parts(self.mask_decoder)]
+        neck = [self.image_encoder.neck] if self.settings.architecture == "released" else []  # released: it trains
+        return [*self.branch_modules(), *neck, *self.mask_decoder_parts(self.mask_decoder)]
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return unique_parameters(self.trainable_modules())
