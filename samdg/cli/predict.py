@@ -15,8 +15,9 @@ from typing import Sequence
 from samdg.cli.common import entry_point
 from samdg.errors import SamdgError
 from samdg.inference.model_selection import DEFAULT_CHECKPOINT, select_model
-from samdg.inference.predictor import PRECISIONS, Predictor
+from samdg.inference.predictor import Predictor
 from samdg.paths import check_output_folder
+from samdg.utils.device import PRECISIONS
 
 
 def build_parser() -> argparse.ArgumentParser:

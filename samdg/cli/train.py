@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int,
                         help="global batch size, split across torchrun processes (default: the plan's "
                              "training.batch_size on cuda, batch_size_cpu on cpu)")
-    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
-                        help="where to train (default auto: cuda when available)")
+    parser.add_argument("--device", default="auto",
+                        help="where to train: auto (default: cuda, else mps, else cpu), cpu, cuda, cuda:N, mps")
     parser.add_argument("--source-domains", metavar="A,B",
                         help="train (and validate) only on the cases of these domains; the fold folder gets the "
                              "suffix __src-A+B")

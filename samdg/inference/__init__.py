@@ -5,7 +5,7 @@ model(s); ``export`` inverts the preprocessing and writes the files.
 """
 
 from samdg.inference.model_selection import DEFAULT_CHECKPOINT, TrainedModel, list_trained_models, select_model
-from samdg.inference.predictor import PredictionReport, Predictor, resolve_device
+from samdg.inference.predictor import PredictionReport, Predictor
 
 __all__ = ["DEFAULT_CHECKPOINT", "PredictionReport", "Predictor", "TrainedModel", "list_trained_models",
-           "resolve_device", "select_model"]
+           "select_model"]

@@ -2,7 +2,7 @@
 
 Per case: :func:`samdg.imageio.read_case` -> :func:`samdg.preprocessing.pipeline.preprocess_case` (the function
 training used, with the plans stored next to the checkpoint) -> every slice as SAM input, predicted in batches
-(:class:`samdg.inference.slices.SlicePredictor`: optional in-plane tiling and mirroring TTA; fold ensembles average
+(:class:`samdg.training.slices.SlicePredictor`: optional in-plane tiling and mirroring TTA; fold ensembles average
 probabilities) -> stacked to (K,S,H,W) -> :func:`samdg.inference.export.export_prediction` (inverse of every
 preprocessing step, the label rule, the input's exact geometry and format).
 
@@ -35,50 +35,14 @@ from samdg.imageio import ENDINGS_2D, SUPPORTED_ENDINGS, Geometry, file_ending_o
 from samdg.inference.export import export_prediction, label_map_from_volume, probabilities_to_original
 from samdg.inference.model_selection import DEFAULT_CHECKPOINT, SelectedModel, select_model
 from samdg.inference.record import DONE, RUN_INFO_FILE, PredictionRecord
-from samdg.inference.slices import MIRROR_AXES, SlicePredictor
 from samdg.labels import LabelSpec
 from samdg.paths import check_output_folder
 from samdg.planning.plans import Plans
 from samdg.preprocessing.pipeline import preprocess_case
+from samdg.training.slices import MIRROR_AXES, SlicePredictor
+from samdg.utils.device import autocast_dtype, resolve_device
 from samdg.utils.files import NoSpaceLeft, atomic_write_json, load_json, remove_stale_temp_files
 from samdg.utils.lock import folder_lock
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> cuda, else mps, else cpu; an unavailable device is a SamdgError naming it."""
-    if isinstance(name, torch.device):
-        return name
-    text = str(name).strip().lower()
-    if text == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise SamdgError(f"--device '{name}' is not a device; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SamdgError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise SamdgError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise SamdgError(f"--device {name}: MPS is not available on this machine")
-    return device
-
-
-def autocast_dtype_for(precision: str, device: torch.device) -> torch.dtype | None:
-    """``auto``: bfloat16 on CUDA GPUs that support it, else full precision; ``fp32``/``bf16``/``fp16`` as said."""
-    if precision not in PRECISIONS:
-        raise SamdgError(f"--precision '{precision}' is not one of {', '.join(PRECISIONS)}")
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
 @dataclass
@@ -169,7 +133,7 @@ class Predictor:
         self.model_info = dict(model_info or {})
         self.slice_predictor = SlicePredictor(self.methods, plans.sam.input_size, plans.sam.inplane_crop,
                                               MIRROR_AXES if self.mirroring else ((),), self.device,
-                                              autocast_dtype_for(precision, self.device))
+                                              autocast_dtype(precision, self.device))
 
     @classmethod
     def from_model_dir(cls, model_dir: str | Path, folds: Sequence[str | int] | None = None,

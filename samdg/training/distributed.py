@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 from samdg.errors import SamdgError
+from samdg.utils.device import resolve_device
 
 
 @dataclass
@@ -39,32 +40,31 @@ class DistributedContext:
         return self.world_size > 1
 
 
-def resolve_device(choice: str) -> str:
-    """``cpu`` | ``cuda`` | ``auto`` -> ``cpu`` or ``cuda`` (``cuda`` without a GPU is an error)."""
-    if choice == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise SamdgError("--device cuda: no CUDA GPU is visible to PyTorch (use --device cpu)")
-    if choice not in ("cpu", "cuda"):
-        raise SamdgError(f"--device {choice}: choose cpu, cuda or auto")
-    return choice
+def init_distributed(device_choice: str | torch.device = "auto") -> DistributedContext:
+    """Resolve ``--device`` and start the process group when launched by torchrun (``WORLD_SIZE`` > 1).
 
-
-def init_distributed(device_type: str) -> DistributedContext:
-    """Start the process group when launched by torchrun (``WORLD_SIZE`` > 1); otherwise a single process."""
+    One process runs on the resolved device (``auto``: CUDA, else MPS, else CPU). Under torchrun, process i uses
+    GPU ``LOCAL_RANK`` (NCCL) on CUDA, or the CPU (gloo); other devices cannot be shared by processes.
+    """
+    device = resolve_device(device_choice)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        device = torch.device("cuda", index)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
-        device = torch.device("cuda", torch.cuda.current_device()) if device_type == "cuda" else torch.device("cpu")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
         return DistributedContext(device=device)
+    if device.type not in ("cuda", "cpu"):
+        raise SamdgError(f"--device {device_choice}: training under torchrun runs on cuda (NCCL) or cpu (gloo), "
+                         f"not {device.type}")
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
-    if device_type == "cuda":
+    if device.type == "cuda":
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
-    else:
-        device = torch.device("cpu")
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", rank=rank, world_size=world_size)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
     return DistributedContext(rank, local_rank, world_size, device)
 
 

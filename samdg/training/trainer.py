@@ -17,7 +17,6 @@ The optimiser, its parameter groups and scheduler come from ``method.configure_o
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import time
@@ -42,7 +41,6 @@ from samdg.training.distributed import (
     broadcast_object,
     gather_objects,
     init_distributed,
-    resolve_device,
     shutdown,
 )
 from samdg.training.embedding_cache import AugmentedViewCache, EmbeddingCache, cache_key
@@ -55,12 +53,13 @@ from samdg.training.splits import fold_note
 from samdg.training.validation import (
     dice_per_class,
     evaluating,
-    mean_ignoring_nan,
     predict_volume,
     slice_confusion,
     volume_dice,
 )
+from samdg.utils.device import autocast
 from samdg.utils.files import atomic_write_json, load_json, make_folder
+from samdg.utils.nan import nan_mean, nan_to_none
 from samdg.utils.schema import to_plain
 
 EMA_MOMENTUM = 0.9  # nnU-Net: ema = 0.9 * ema + 0.1 * current
@@ -207,9 +206,7 @@ class Trainer:
                         f"{total / 2**30:.2f} GiB of {where}")
 
     def autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return autocast(self.device, self.amp_dtype)
 
     def _encode_for_cache(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         with evaluating(self.method), self.autocast():
@@ -287,7 +284,7 @@ class Trainer:
 
     def end_epoch(self, epoch: int, train: dict[str, float], val_dice: dict[str, float], seconds: float,
                   train_seconds: float) -> None:
-        mean_dice = mean_ignoring_nan(val_dice.values())
+        mean_dice = nan_mean(val_dice.values())
         if not math.isnan(mean_dice):
             previous = mean_dice if self.ema_dice is None else self.ema_dice
             self.ema_dice = EMA_MOMENTUM * previous + (1 - EMA_MOMENTUM) * mean_dice
@@ -482,7 +479,7 @@ class Trainer:
     @torch.no_grad()
     def validate_volumes(self) -> dict[str, Any] | None:
         """Whole-volume Dice of every validation case -> ``validation/summary.json`` (preprocessed space)."""
-        from samdg.inference.slices import SlicePredictor
+        from samdg.training.slices import SlicePredictor
 
         plans = self.run.plans
         cached = _CachedPredict(self.method, self.cache, self._encode_for_cache)
@@ -503,10 +500,10 @@ class Trainer:
         if not self.context.is_main:
             return None
         ordered = {case_id: merged[case_id] for case_id in sorted(merged)}
-        mean = {name: mean_ignoring_nan([r["dice"][name] for r in ordered.values()]) for name in self.label_spec.names}
+        mean = {name: nan_mean([r["dice"][name] for r in ordered.values()]) for name in self.label_spec.names}
         summary = {"metric": "dice", "space": "preprocessed (whole volumes)", "checkpoint": "checkpoint_final.pth",
-                   "foreground_mean": mean_ignoring_nan(mean.values()), "mean": mean, "cases": ordered}
-        atomic_write_json(self.output_dir / "validation" / "summary.json", _nan_to_none(summary))
+                   "foreground_mean": nan_mean(mean.values()), "mean": mean, "cases": ordered}
+        atomic_write_json(self.output_dir / "validation" / "summary.json", nan_to_none(summary))
         self.record.log(f"whole-volume validation on {len(ordered)} case(s): mean Dice "
                         + ", ".join(f"{k} {v:.4f}" for k, v in mean.items())
                         + f"; foreground mean {summary['foreground_mean']:.4f} (validation/summary.json)")
@@ -542,20 +539,11 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
-def _nan_to_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
 def train(args: TrainingArgs, epoch_end_hooks: list[Callable[[Trainer, int], None]] | None = None) -> Path:
     """Train one fold as ``samdg_train`` does (also under torchrun); returns the fold's results folder."""
-    device_type = resolve_device(args.device)
-    context = init_distributed(device_type)
+    context = init_distributed(args.device)
     try:
-        run = resolve_run(args, device_type, context.world_size)
+        run = resolve_run(args, context.device.type, context.world_size)
         output_dir = results_fold_dir(run.dataset_name, args.method, run.fold, args.source_domains)
         output_dir = output_dir / get_method(args.method).stage_folder(run.method_settings)
         with fold_folder_in_use(output_dir, context.is_main):  # one run per fold; a killed run's temp files go

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Callable
 
 import numpy as np
@@ -52,11 +51,6 @@ def dice_per_class(confusion: torch.Tensor, spec: LabelSpec) -> dict[str, float]
     return {name: dice_from_counts(*(int(v) for v in confusion[k])) for k, name in enumerate(spec.names)}
 
 
-def mean_ignoring_nan(values) -> float:
-    finite = [v for v in values if not math.isnan(v)]
-    return float(np.mean(finite)) if finite else float("nan")
-
-
 @torch.no_grad()
 def predict_volume(
     slice_predictor,
@@ -68,7 +62,7 @@ def predict_volume(
 ) -> np.ndarray:
     """Predict every slice of a preprocessed case (C,S,H,W) -> label map (S,H,W) int16.
 
-    ``slice_predictor`` is the predictor's :class:`samdg.inference.slices.SlicePredictor` (same fitting, in-plane
+    ``slice_predictor`` is the predictor's :class:`samdg.training.slices.SlicePredictor` (same fitting, in-plane
     windows and probability rule as ``samdg_predict``); ``before_batch(slice indices)`` runs before each batch
     (the trainer uses it to point the embedding cache at the batch's slices).
     """

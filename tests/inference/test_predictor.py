@@ -14,8 +14,8 @@ from samdg.cli import predict
 from samdg.imageio import Geometry
 from samdg.inference import Predictor
 from samdg.inference.export import label_map_from_volume
-from samdg.inference.slices import MIRROR_AXES, SlicePredictor, window_starts
 from samdg.labels import LabelSpec
+from samdg.training.slices import MIRROR_AXES, SlicePredictor, window_starts
 
 CASES = ("synth_siteA_002", "synth_siteB_002")
 

@@ -54,7 +54,7 @@ def test_argparse_errors_also_exit_2(capsys):
     assert "the following arguments are required: fold" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["901", "sam", "0", "--device", "tpu"])
-    assert "invalid choice: 'tpu'" in capsys.readouterr().err
+    assert "samdg: error: --device 'tpu' is not a device; use auto, cpu, cuda, cuda:N or mps" in capsys.readouterr().err
 
 
 def test_cli_trains_and_reports_the_results_folder(synthetic_dataset, capsys):

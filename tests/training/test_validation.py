@@ -49,7 +49,7 @@ class BrightPixels:
 
 @pytest.mark.parametrize("crop", [None, (12, 16)])
 def test_predict_volume_restores_each_slice_to_its_grid(crop):
-    from samdg.inference.slices import SlicePredictor
+    from samdg.training.slices import SlicePredictor
 
     spec = LabelSpec.from_dataset_json({"background": 0, "bright": 1})
     rng = np.random.default_rng(0)

@@ -1,5 +1,8 @@
 """Slices -> per-class probabilities with one or several models: batching, in-plane tiling and mirroring TTA.
 
+Shared by training's whole-volume validation and by the predictor (:mod:`samdg.inference`), so both see a
+slice the same way; it lives here, below inference, because inference loads what training writes.
+
 Every slice of a batch goes through the model in one call (``method.predict`` on (B,3,L,L)); the SAM input is
 built by the same :mod:`samdg.preprocessing.sam_input` functions the training loader uses, so a slice is seen at
 the scale training saw it:
@@ -16,13 +19,13 @@ over the models of a fold ensemble.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from samdg.preprocessing.sam_input import fit_to_input, restore_from_input, volume_to_sam_channels
+from samdg.utils.device import autocast
 
 MIRROR_AXES: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 
@@ -66,11 +69,6 @@ class SlicePredictor:
         self.device = device
         self.autocast_dtype = autocast_dtype
 
-    def _autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
-
     def _window_probabilities(self, slices: torch.Tensor) -> torch.Tensor:
         """(B,3,h,w) on the device -> (B,K,h,w) float32 probabilities averaged over TTA passes and models."""
         height, width = slices.shape[-2:]
@@ -79,7 +77,7 @@ class SlicePredictor:
             flipped = slices.flip(axes) if axes else slices
             inputs, scaled_hw = fit_to_input(flipped, self.input_size)
             for method in self.methods:
-                with self._autocast():
+                with autocast(self.device, self.autocast_dtype):
                     logits = method.predict(inputs)
                 logits = restore_from_input(logits.float(), scaled_hw, (height, width))
                 probabilities = torch.sigmoid(logits)
