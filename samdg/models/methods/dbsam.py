@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from samdg.labels import LabelSpec
+from samdg.models.layers.box_prompts import box_prompted_logits, boxes_from_label_map, jitter_boxes
 from samdg.models.layers.dbsam_blocks import install_dbsam
 from samdg.models.layers.dbsam_released import install_dbsam_released
 from samdg.models.layers.sam_decoding import (
@@ -52,9 +53,11 @@ class DBSAMSettings(SamMethodSettings):
     architecture: Literal["paper", "released"] = _doc(
         "`paper`: the paper's dual branch; `released`: the repository's four-level image pyramid with two "
         "multi-source deformable blocks per stage, softmax fusion and a trainable neck", default="paper")
-    prompt: Literal["none", "whole_image_box"] = _doc(
-        "automatic prompt of the per-class mask decoder: `none` (the mask tokens alone, as `sam`) or "
-        "`whole_image_box` (the whole input frame as a box, as DeSAM-B)", default="none")
+    prompt: Literal["none", "whole_image_box", "box"] = _doc(
+        "prompt of the per-class mask decoder: `none` (the mask tokens alone, as `sam`), `whole_image_box` (the "
+        "whole input frame, as DeSAM-B) or `box` (the paper's: a ground-truth box per class, jittered 0-19 px at "
+        "256 px in training; prediction then needs boxes, automatic prediction uses whole-image boxes)",
+        default="none")
     channel_attention: Literal["stage", "block"] = _doc(
         "paper: channel attention blocks after every `stage` (the figure) or after every `block` (the abstract)",
         default="stage")
@@ -105,9 +108,36 @@ class DBSAM(FrozenSamMethod):
             return box_prompts(self.prompt_encoder, whole_image_boxes(1, self.input_size, device))
         return no_prompt(self.prompt_encoder)
 
+    def ddp_find_unused_parameters(self) -> bool:
+        return self.settings.prompt == "box"  # the mask token of a class absent from a batch gets no gradient
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        """``prompt: box``: each class present in an image decoded from its jittered ground-truth box (or
+        ``batch["boxes"]`` (B,K,4), NaN = none); absent classes are empty. Otherwise the automatic prompt."""
+        if self.settings.prompt != "box":
+            return super().forward(batch)
+        boxes = batch.get("boxes")
+        if boxes is None:
+            boxes = boxes_from_label_map(batch["target"], self.label_spec)
+            if self.training:
+                boxes = jitter_boxes(boxes, self.input_size)
+        return {"logits": self.decode_with_boxes(self.features(batch), boxes)}
+
+    def decode_with_boxes(self, features: dict[str, torch.Tensor], boxes: torch.Tensor) -> torch.Tensor:
+        """Box-prompted: boxes (B,K,4) in input pixels, NaN rows = no box -> logits (B,K,4E,4E)."""
+        return box_prompted_logits(self.mask_decoder, self.prompt_encoder, features["embedding"], boxes)
+
+    def predict_with_boxes(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """Prompted prediction: (B,3,S,S) in [0,1] and boxes (B,K,4) (NaN = class empty) -> logits (B,K,4E,4E)."""
+        return self.decode_with_boxes(self.encode(images), boxes)
+
     def decode(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Encoder features -> per-class logits (B,K,4E,4E) with the automatic prompt."""
+        """Encoder features -> per-class logits (B,K,4E,4E) with the automatic prompt (``prompt: box``: every
+        class prompted by the whole image)."""
         embedding = features["embedding"]
+        if self.settings.prompt == "box":
+            whole = whole_image_boxes(embedding.shape[0], self.input_size, embedding.device)
+            return self.decode_with_boxes(features, whole[:, None].expand(-1, self.num_classes, -1))
         sparse, dense = self.prompt_embeddings(embedding.device)
         logits, _ = decode_masks(self.mask_decoder, embedding, self.prompt_encoder.get_dense_pe(), sparse, dense)
         return logits
