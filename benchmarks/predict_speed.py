@@ -54,7 +54,7 @@ def _prepare_data(workdir: Path, shape: tuple[int, int, int], volumes: int) -> P
 def _predictor(variant: str, batch_size: int | None, device: str, precision: str):
     from samdg.inference import Predictor
     from samdg.labels import LabelSpec
-    from samdg.planning.api import plan_and_preprocess
+    from samdg.preprocessing.api import plan_and_preprocess
     from samdg.training.checkpoint import build_untrained
 
     plans = plan_and_preprocess(DATASET, variant=variant, preprocess=False, progress=False, log=lambda message: None)

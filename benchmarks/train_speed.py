@@ -70,7 +70,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
 
     from dataset_conversion.synthetic import make_synthetic_dataset
     from samdg.paths import raw_root
-    from samdg.planning.api import plan_and_preprocess
+    from samdg.preprocessing.api import plan_and_preprocess
     from samdg.training import TrainingArgs, train
 
     name = f"Dataset{DATASET_ID:03d}_Synthetic"

@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 @entry_point
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from samdg.planning.api import plan_and_preprocess
+    from samdg.preprocessing.api import plan_and_preprocess
     from samdg.utils.pool import default_num_processes
 
     overrides = parse_overrides(args.override)

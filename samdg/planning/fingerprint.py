@@ -23,7 +23,7 @@ from samdg.dataset.raw import Case, RawDataset
 from samdg.errors import SamdgError
 from samdg.imageio import read_case, read_label
 from samdg.planning.modality import channel_modalities
-from samdg.preprocessing.cropping import nonzero_bounding_box
+from samdg.utils.bounding_box import nonzero_bounding_box
 from samdg.utils.files import atomic_write_json, load_json
 from samdg.utils.pool import run_parallel
 

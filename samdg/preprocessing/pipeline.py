@@ -17,9 +17,10 @@ from samdg.errors import SamdgError
 from samdg.imageio.geometry import Geometry
 from samdg.labels import MAX_LABEL_VALUE
 from samdg.planning.plans import Plans
-from samdg.preprocessing.cropping import crop, full_box, nonzero_bounding_box, uncrop
+from samdg.preprocessing.cropping import crop, full_box, uncrop
 from samdg.preprocessing.normalization import normalize
 from samdg.preprocessing.resampling import new_inplane_shape, resample_image, resample_labels
+from samdg.utils.bounding_box import nonzero_bounding_box
 
 
 def _as_geometry(geometry: Geometry | dict) -> Geometry:

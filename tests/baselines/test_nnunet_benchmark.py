@@ -49,7 +49,7 @@ def _nnunet_split(samdg_roots, monkeypatch, space, fold):
 
 def test_benchmark_runs_nnunet_beside_sam_on_samdgs_cases_and_reuses_it(samdg_roots, monkeypatch, capsys):
     from dataset_conversion.synthetic import make_synthetic_dataset
-    from samdg.planning.api import plan_and_preprocess
+    from samdg.preprocessing.api import plan_and_preprocess
 
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")  # augmentation in the training process: 2 cores, tiny data
     make_synthetic_dataset(samdg_roots["raw"] / DATASET, num_domains=2, cases_per_domain=5, test_cases_per_domain=1,

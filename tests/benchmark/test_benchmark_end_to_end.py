@@ -25,7 +25,7 @@ def _foreground_mean(per_case: pd.DataFrame, domain: str, metric: str) -> float:
 
 def test_single_source_benchmark_writes_the_matrix_and_overlays_then_reuses_everything(samdg_roots, capsys):
     from dataset_conversion.synthetic import make_synthetic_dataset
-    from samdg.planning.api import plan_and_preprocess
+    from samdg.preprocessing.api import plan_and_preprocess
 
     make_synthetic_dataset(samdg_roots["raw"] / DATASET, num_domains=2, cases_per_domain=2, test_cases_per_domain=1,
                            shape=(32, 32, 6))

@@ -76,7 +76,7 @@ def test_datasets_without_two_domains_are_refused(samdg_roots, capsys):
 
 
 def test_mistakes_of_the_training_settings_are_found_before_anything_is_written(samdg_roots, capsys):
-    from samdg.planning.api import plan_and_preprocess
+    from samdg.preprocessing.api import plan_and_preprocess
 
     _synthetic(samdg_roots, "Dataset955_Checks", num_domains=2, cases_per_domain=1, test_cases_per_domain=0)
     results = samdg_roots["results"] / "Dataset955_Checks"

@@ -34,7 +34,7 @@ class TrainedSynthetic:
 @pytest.fixture(scope="session")
 def trained_synthetic(tmp_path_factory) -> TrainedSynthetic:
     from dataset_conversion.synthetic import make_synthetic_dataset
-    from samdg.planning.api import plan_and_preprocess
+    from samdg.preprocessing.api import plan_and_preprocess
     from samdg.training import TrainingArgs, results_fold_dir, train
 
     base = tmp_path_factory.mktemp("predict941")

@@ -30,7 +30,7 @@ SHARED_ORGANS = {1: 1, 2: 2, 3: 3, 5: 4}  # spleen, kidney_right, kidney_left, l
 @pytest.fixture(scope="module")
 def real_pair(tmp_path_factory, shared_data):
     """A raw dataset of the two real cases (labels reduced to the 4 shared organs), planned for a tiny variant."""
-    from samdg.planning.api import plan_and_preprocess
+    from samdg.preprocessing.api import plan_and_preprocess
 
     base = tmp_path_factory.mktemp("real942")
     raw = base / "raw" / DATASET

@@ -177,7 +177,7 @@ def _write_png(path, array):
 
 def test_two_channel_png_cases_give_png_label_maps_of_the_input_size(tmp_path, samdg_roots):
     """2D, multi-channel: two grey PNG channels per case in, one PNG label map of the same (Y,X) out."""
-    from samdg.planning.api import plan_and_preprocess
+    from samdg.preprocessing.api import plan_and_preprocess
     from samdg.training.checkpoint import build_untrained
 
     raw = samdg_roots["raw"] / "Dataset943_TwoChannelPNG"

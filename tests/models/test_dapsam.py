@@ -303,7 +303,7 @@ def test_train_and_predict_on_cpu(samdg_roots):
     from dataset_conversion.synthetic import make_synthetic_dataset
     from samdg.imageio import read_label
     from samdg.inference.predictor import Predictor
-    from samdg.planning.api import plan_and_preprocess
+    from samdg.preprocessing.api import plan_and_preprocess
     from samdg.training import TrainingArgs, train
 
     raw = samdg_roots["raw"] / "Dataset901_Synthetic"

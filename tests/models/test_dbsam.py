@@ -209,7 +209,7 @@ def test_samdg_train_and_benchmark_run_dbsam(samdg_roots, capsys):
     from dataset_conversion.synthetic import make_synthetic_dataset
     from samdg.cli.benchmark import main as benchmark_main
     from samdg.cli.train import main as train_main
-    from samdg.planning.api import plan_and_preprocess
+    from samdg.preprocessing.api import plan_and_preprocess
 
     make_synthetic_dataset(samdg_roots["raw"] / "Dataset904_Synth", num_domains=2, cases_per_domain=2,
                            test_cases_per_domain=1, shape=(32, 32, 4))

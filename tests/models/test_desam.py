@@ -446,7 +446,7 @@ def test_train_with_the_embedding_cache_then_predict_a_raw_case(samdg_roots):
     embedding cache (taps included), then the predictor on a raw case read back from the results folder."""
     from dataset_conversion.synthetic import make_synthetic_dataset
     from samdg.inference.predictor import Predictor
-    from samdg.planning.api import plan_and_preprocess
+    from samdg.preprocessing.api import plan_and_preprocess
     from samdg.training import TrainingArgs, results_fold_dir, train
     from samdg.training.checkpoint import load_checkpoint
 

@@ -18,7 +18,7 @@ VARIANT = "tiny_tinyvit_test"
 @pytest.fixture(scope="session")
 def _preprocessed_once(tmp_path_factory) -> Path:
     from dataset_conversion.synthetic import make_synthetic_dataset
-    from samdg.planning.api import plan_and_preprocess
+    from samdg.preprocessing.api import plan_and_preprocess
 
     base = tmp_path_factory.mktemp("synthetic901")
     with pytest.MonkeyPatch.context() as patch:

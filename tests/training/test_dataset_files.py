@@ -16,7 +16,7 @@ from raw_builders import make_ct_dataset  # noqa: E402
 
 @pytest.fixture
 def preprocessed(samdg_roots):
-    from samdg.planning.api import plan_and_preprocess
+    from samdg.preprocessing.api import plan_and_preprocess
 
     make_ct_dataset(samdg_roots["raw"], dataset_id=831, num_cases=2)
     plan_and_preprocess(831, variant="tiny_vit_test", progress=False, log=lambda message: None)
