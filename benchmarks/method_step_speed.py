@@ -3,6 +3,8 @@
     python benchmarks/method_step_speed.py --method dapsam --variant vit_b --input-size 384 --batch-size 8 \
         --out dapsam_vit_b_384.json
     python benchmarks/method_step_speed.py --method dapsam --out /tmp/smoke.json --smoke      # CPU check of the script
+    python benchmarks/method_step_speed.py --method espmedsam --variant mobilesam --setting stage=distill \
+        --batch-size 4 --out esp_distill.json                                             # with a frozen teacher
 
 The method is built around a randomly initialised SAM of the real size (weights do not change the speed), with the
 trainable set the trainer would use (``method.trainable_parameters()``), and trained on random images and label maps
@@ -76,6 +78,8 @@ def run(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     sam = build_sam(args.variant, input_size=args.input_size, pretrained=False)
     method = build_method(args.method, sam, parse_settings(args.setting), spec).to(device)
+    for teacher in method.teacher_modules().values():  # e.g. espmedsam's distillation teacher, as the trainer does
+        teacher.to(device)
     trainable = method.freeze_all_but_trainable()
     optimizer = method.configure_optimizers(total_steps=args.warmup + args.steps).optimizer
     method.train()

@@ -72,6 +72,7 @@ def test_backbone_cost_model_accounts_for_checkpointing_and_the_stock_attention_
     ("train_speed", ["--augmentation", "none", "--embedding-cache", "memory"], "slices_per_second"),
     ("method_step_speed", ["--method", "desam"], "steps_per_second"),
     ("method_step_speed", ["--method", "dapsam"], "steps_per_second"),
+    ("method_step_speed", ["--method", "espmedsam", "--setting", "stage=distill"], "steps_per_second"),
 ])
 def test_training_speed_scripts_run_in_smoke_mode(tmp_path, script_name, arguments, figure):
     script = _load_script(script_name)
