@@ -15,6 +15,8 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
 def _sitk():
+    # Lazy on purpose: SimpleITK (53 MB) is absent where samdg runs from a carried wheel set (the GPU machine), so
+    # NIfTI goes through nibabel there and only .nrrd/.mha files need it.
     try:
         import SimpleITK
     except ImportError:

