@@ -18,7 +18,6 @@ import argparse
 import re
 import shutil
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
@@ -28,6 +27,7 @@ from samdg.cli.common import entry_point
 from samdg.errors import SamdgError
 from samdg.paths import dataset_folder_name, preprocessed_root, raw_root, results_root
 from samdg.utils.files import atomic_path, atomic_write_json, load_json
+from samdg.utils.pool import run_parallel
 
 CONVERTED_BY = "samdg_convert_msd"
 ENDINGS = (".nii.gz", ".nii")
@@ -196,15 +196,9 @@ def convert_msd_dataset(source_folder: str | Path, overwrite_id: int | None = No
 
     for folder in ("imagesTr", "labelsTr", *(("imagesTs",) if test else ())):
         (target / folder).mkdir(parents=True, exist_ok=True)
-    if num_processes > 1:
-        with ProcessPoolExecutor(num_processes) as pool:
-            list(pool.map(_convert_image, image_jobs))
-            list(pool.map(_convert_label, label_jobs))
-    else:
-        for job in image_jobs:
-            _convert_image(job)
-        for job in label_jobs:
-            _convert_label(job)
+    for convert, jobs in ((_convert_image, image_jobs), (_convert_label, label_jobs)):
+        list(run_parallel(convert, jobs, num_processes, progress=False, description="MSD conversion",
+                          names=[source for source, _ in jobs]))
 
     dataset_json = {k: v for k, v in msd_json.items() if k not in _DROPPED_KEYS and k not in ("labels", "channel_names")}
     dataset_json.update(channel_names=channel_names, labels=labels, numTraining=len(training), file_ending=".nii.gz")

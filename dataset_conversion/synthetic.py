@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
@@ -24,6 +23,7 @@ from samdg.cli.common import entry_point
 from samdg.errors import SamdgError
 from samdg.paths import dataset_folder_name, raw_root
 from samdg.utils.files import atomic_path, atomic_write_json, load_json
+from samdg.utils.pool import run_parallel
 
 MODALITIES = ("MR", "CT")
 MIN_SHAPE = (16, 16, 4)
@@ -103,12 +103,8 @@ def make_synthetic_dataset(
             num_training += split == "train"
             domains[case_id] = site.name
             jobs.append((str(folder), case_id, split, site_index, case_index, shape, seed, modality))
-    if num_processes > 1:
-        with ProcessPoolExecutor(num_processes) as pool:
-            list(pool.map(_make_case, jobs))
-    else:
-        for job in jobs:
-            _make_case(job)
+    list(run_parallel(_make_case, jobs, num_processes, progress=False, description="synthetic cases",
+                      names=[job[1] for job in jobs]))
 
     dataset_json = {
         "name": folder.name,

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from samdg.utils.files import atomic_path, atomic_write_text, make_folder
+from samdg.utils.nan import nan_mean
 
 METRICS = {"dice": "Dice", "hd95_mm": "HD95 (mm)"}
 ROW_MEAN = "mean over targets (excl. source)"
@@ -53,7 +54,7 @@ def matrix_frame(cells: pd.DataFrame, metric: str, sources: Sequence[str], targe
     frame[ROW_MEAN] = cross.mean(axis=1, skipna=True)
     mean_row = cross.mean(axis=0, skipna=True).to_dict()
     cross_values = cross.to_numpy(dtype=float)
-    mean_row[ROW_MEAN] = float(np.nanmean(cross_values)) if np.isfinite(cross_values).any() else math.nan
+    mean_row[ROW_MEAN] = nan_mean(cross_values.ravel())
     frame.loc[COLUMN_MEAN] = pd.Series(mean_row)
     frame.index.name = "source"
     return frame
