@@ -61,7 +61,8 @@ class SlicePredictor:
     """
 
     def __init__(self, methods: Sequence[torch.nn.Module], input_size: int, inplane_crop: Sequence[int] | None,
-                 mirror_axes: Sequence[tuple[int, ...]], device: torch.device, autocast_dtype: torch.dtype | None) -> None:
+                 mirror_axes: Sequence[tuple[int, ...]], device: torch.device,
+                 autocast_dtype: torch.dtype | None) -> None:
         self.methods = list(methods)
         self.input_size = int(input_size)
         self.inplane_crop = tuple(int(v) for v in inplane_crop) if inplane_crop else None
