@@ -82,3 +82,15 @@ def test_zero_offsets_at_pixel_centres_read_the_value_at_each_pixel():
 
 def test_heads_divide_the_width():
     assert [heads_for_width(w, 64) for w in (768, 160, 24, 320)] == [12, 2, 1, 5]
+
+
+def test_sampling_runs_in_float32_under_bf16_autocast():
+    torch.manual_seed(0)
+    module = MultiScaleDeformableAttention(dim=8, heads=2, levels=1, points=2)
+    query, value = torch.randn(1, 6, 8), torch.randn(1, 8, 2, 3)
+    reference = pixel_centre_reference_points((2, 3))[None]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        locations, weights = module.sampling(module.value_proj(query), reference, [(2, 3)])  # bf16 queries
+        out = module(module.value_proj(query), reference, [value])
+    assert locations.dtype == weights.dtype == torch.float32
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()

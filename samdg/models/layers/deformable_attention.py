@@ -8,7 +8,8 @@ is the same sum (tested against the bilinear sampling written out).
 
 Coordinates: a location (x, y) is normalised to [0, 1] over a level's width and height, pixel centres at
 ((j + 0.5) / W, (i + 0.5) / H) (:func:`pixel_centre_reference_points`); offsets are predicted in pixels of each
-level, so ``location = reference + offset / (W_l, H_l)``. Samples outside a map read zeros.
+level, so ``location = reference + offset / (W_l, H_l)``. Samples outside a map read zeros. Under mixed precision
+the locations, weights and sampling run in float32 (a bf16 location is off by up to half a pixel on a 128 grid).
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ def pixel_centre_reference_points(grid: tuple[int, int], device=None, dtype=None
     return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=-1)
 
 
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """fp16/bf16 -> float32; float32 and float64 unchanged."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def deformable_sampling(values: list[torch.Tensor], locations: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """The weighted sum of bilinear samples: the core of the attention.
 
@@ -42,7 +48,8 @@ def deformable_sampling(values: list[torch.Tensor], locations: torch.Tensor, wei
     out = 0
     for level, value in enumerate(values):
         grid = 2 * locations[:, :, level] - 1  # grid_sample's [-1, 1] frame, align_corners=False: pixel centres
-        sampled = F.grid_sample(value, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (N,D,Q,P)
+        sampled = F.grid_sample(value.to(grid.dtype), grid, mode="bilinear", padding_mode="zeros",
+                                align_corners=False)  # (N,D,Q,P)
         out = out + (sampled * weights[:, None, :, level]).sum(dim=-1)
     return out.transpose(1, 2)
 
@@ -98,10 +105,12 @@ class MultiScaleDeformableAttention(nn.Module):
         """Where and how much each query looks: locations (B*heads, Q, L, P, 2) and weights (B*heads, Q, L, P)."""
         batch, queries, _ = query.shape
         heads, levels, points = self.heads, self.levels, self.points
-        offsets = self.sampling_offsets(query).view(batch, queries, heads, levels, points, 2)
-        sizes = torch.tensor([[cols, rows] for rows, cols in shapes], device=query.device, dtype=query.dtype)
-        locations = reference[:, :, None, None, None, :] + offsets / sizes[None, None, None, :, None, :]
-        weights = self.attention_weights(query).view(batch, queries, heads, levels * points).softmax(-1)
+        offsets = at_least_float32(self.sampling_offsets(query)).view(batch, queries, heads, levels, points, 2)
+        sizes = torch.tensor([[cols, rows] for rows, cols in shapes], device=query.device, dtype=offsets.dtype)
+        reference = reference.to(offsets.dtype)[:, :, None, None, None, :]
+        locations = reference + offsets / sizes[None, None, None, :, None, :]
+        weights = at_least_float32(self.attention_weights(query)).view(batch, queries, heads, levels * points)
+        weights = weights.softmax(-1)
         weights = weights.view(batch, queries, heads, levels, points)
         locations = locations.permute(0, 2, 1, 3, 4, 5).reshape(batch * heads, queries, levels, points, 2)
         weights = weights.permute(0, 2, 1, 3, 4).reshape(batch * heads, queries, levels, points)
@@ -115,10 +124,10 @@ class MultiScaleDeformableAttention(nn.Module):
 
     def forward(self, query: torch.Tensor, reference: torch.Tensor, values: list[torch.Tensor]) -> torch.Tensor:
         shapes = [tuple(value.shape[-2:]) for value in values]
-        reference = reference.to(query.dtype).expand(query.shape[0], -1, -1)
+        reference = reference.expand(query.shape[0], -1, -1)
         locations, weights = self.sampling(query, reference, shapes)
         sampled = deformable_sampling(self.head_values(values), locations, weights)
-        return self.merge_heads(sampled, query.shape[0])
+        return self.merge_heads(sampled.to(query.dtype), query.shape[0])
 
 
 def heads_for_width(width: int, head_dim: int) -> int:
