@@ -165,3 +165,16 @@ def test_released_configuration_has_the_released_parameter_count():
     assert abs(counted - RELEASED_TOTAL) <= 0.01 * RELEASED_TOTAL
     assert counted == RELEASED_TOTAL
     assert sum(count_parameters(m) for m in method.controller_modules) == 3_144_202
+
+
+def test_gradient_checkpointing_gives_the_same_controller_gradients():
+    images = torch.rand(2, 3, 64, 64)
+    target = torch.zeros(2, 64, 64, dtype=torch.long)
+    target[:, 8:30, 10:40] = 1
+    batch = {"image": images, "target": target, "domain": ["a", "a"]}
+    gradients = []
+    for checkpointing in (False, True):
+        method = build({"gradient_checkpointing": checkpointing}).train()
+        method.loss(method(batch), batch)[0].backward()
+        gradients.append([p.grad.clone() for m in method.controller_modules for p in m.parameters()])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*gradients))

@@ -90,6 +90,8 @@ class ESPMedSAMSettings(SamMethodSettings):
                                       default=False)
     sppg_weight: float = _doc("weight of the SPPG patch BCE in the segmentation loss", default=1.0, minimum=0)
     train_aggregator: bool = _doc("fine-tune the aggregator (the encoder's own weights) too", default=False)
+    gradient_checkpointing: bool = _doc("recompute encoder blocks in the backward pass (the controllers' gradients "
+                                        "flow through the whole encoder)", default=False)
     teacher_variant: str = _doc("distillation teacher: a registered variant with weights (vit_b, medsam_vit_b, ...); "
                                 "\"\" = the student's own aggregator as built (the common-knowledge term is then "
                                 "a no-op)", default="")
@@ -122,6 +124,7 @@ class ESPMedSAM(FrozenSamMethod):
             self.teachers["teacher"] = self._build_teacher(sam)
         encoder_controllers = 1 if s.encoder_ignores_controller else self.num_controllers
         self.controller_modules = install_controllers(self.image_encoder, encoder_controllers)
+        self.image_encoder.gradient_checkpointing = s.gradient_checkpointing
         if s.std_equals_mean:
             self.image_encoder.intensity = "unit_range"  # encode() applies the released normalisation itself
         self.sppg = SelfPatchPromptGenerator(self.num_classes, sam.mask_decoder.transformer_dim)
