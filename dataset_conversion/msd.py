@@ -39,7 +39,8 @@ def parse_task_name(folder_name: str) -> tuple[int, str]:
     """``Task05_Prostate`` -> (5, "Prostate"); extra underscores stay in the name (``Task05_My_Data``)."""
     match = _TASK_FOLDER.match(folder_name)
     if not match:
-        raise SamdgError(f"-i '{folder_name}': not an MSD folder name of the form TaskXX_Name; give -overwrite_id to convert it anyway")
+        raise SamdgError(f"-i '{folder_name}': not an MSD folder name of the form TaskXX_Name; give -overwrite_id to "
+                         "convert it anyway")
     return int(match.group(1)), match.group(2)
 
 
@@ -108,7 +109,8 @@ def _convert_image(job: tuple[str, list[str]]) -> None:
     elif len(destinations) == 1 and (len(shape) == 3 or (len(shape) == 4 and shape[3] == 1)):
         _copy_as_nii_gz(source, destinations[0])
     else:
-        raise SamdgError(f"{source}: shape {shape} does not hold the {len(destinations)} channel(s) declared in dataset.json 'modality'")
+        raise SamdgError(f"{source}: shape {shape} does not hold the {len(destinations)} channel(s) declared in "
+                         "dataset.json 'modality'")
 
 
 def _convert_label(job: tuple[str, list[str]]) -> None:
@@ -122,7 +124,8 @@ def _convert_labels_json(labels: dict, source: Path) -> dict[str, int]:
     try:
         pairs = sorted((int(value), str(name)) for value, name in labels.items())
     except (AttributeError, ValueError):
-        raise SamdgError(f"{source}: 'labels' must map integer strings to names, like {{\"0\": \"background\"}}") from None
+        raise SamdgError(f"{source}: 'labels' must map integer strings to names, "
+                         f"like {{\"0\": \"background\"}}") from None
     return {name: value for value, name in pairs}
 
 
@@ -132,12 +135,15 @@ def _check_target(dataset_id: int, folder_name: str) -> None:
     clashes = set()
     for root in (raw_root(), preprocessed_root(), results_root()):
         if root.is_dir():
-            clashes.update(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith(prefix) and p.name != folder_name)
+            clashes.update(p.name for p in root.iterdir()
+                           if p.is_dir() and p.name.startswith(prefix) and p.name != folder_name)
     if clashes:
-        raise SamdgError(f"dataset id {dataset_id} is already taken by {', '.join(sorted(clashes))}; choose a free id with -overwrite_id N")
+        raise SamdgError(f"dataset id {dataset_id} is already taken by {', '.join(sorted(clashes))}; choose a free id "
+                         "with -overwrite_id N")
     existing_json = raw_root() / folder_name / "dataset.json"
     if existing_json.is_file() and load_json(existing_json).get("converted_by") != CONVERTED_BY:
-        raise SamdgError(f"{existing_json.parent}: already exists and was not made by {CONVERTED_BY}; choose another id with -overwrite_id N")
+        raise SamdgError(f"{existing_json.parent}: already exists and was not made by {CONVERTED_BY}; choose another "
+                         "id with -overwrite_id N")
 
 
 def _load_domains(path: Path, case_ids: list[str]) -> dict[str, str]:
@@ -150,7 +156,8 @@ def _load_domains(path: Path, case_ids: list[str]) -> dict[str, str]:
         raise SamdgError(f"{path}: {len(missing)} case(s) have no domain: {shown}")
     unknown = sorted(set(domains) - set(case_ids))
     if unknown:
-        print(f"samdg: warning: {path} names {len(unknown)} case(s) not in the dataset, ignored: {', '.join(unknown[:10])}", file=sys.stderr)
+        print(f"samdg: warning: {path} names {len(unknown)} case(s) not in the dataset, ignored: "
+              f"{', '.join(unknown[:10])}", file=sys.stderr)
     return {c: domains[c] for c in case_ids}
 
 
@@ -162,7 +169,8 @@ def convert_msd_dataset(source_folder: str | Path, overwrite_id: int | None = No
         raise SamdgError(f"-i {source}: folder not found")
     for required in ("imagesTr", "labelsTr", "dataset.json"):
         if not (source / required).exists():
-            raise SamdgError(f"{source / required}: not found; an MSD task folder holds imagesTr, labelsTr, imagesTs and dataset.json")
+            raise SamdgError(f"{source / required}: not found; an MSD task folder holds imagesTr, labelsTr, imagesTs "
+                             "and dataset.json")
     if overwrite_id is not None:
         match = _TASK_FOLDER.match(source.name)
         dataset_id, name = overwrite_id, match.group(2) if match else source.name
@@ -200,7 +208,8 @@ def convert_msd_dataset(source_folder: str | Path, overwrite_id: int | None = No
         list(run_parallel(convert, jobs, num_processes, progress=False, description="MSD conversion",
                           names=[source for source, _ in jobs]))
 
-    dataset_json = {k: v for k, v in msd_json.items() if k not in _DROPPED_KEYS and k not in ("labels", "channel_names")}
+    dataset_json = {k: v for k, v in msd_json.items()
+                    if k not in _DROPPED_KEYS and k not in ("labels", "channel_names")}
     dataset_json.update(channel_names=channel_names, labels=labels, numTraining=len(training), file_ending=".nii.gz")
     if domains is not None:
         dataset_json["domains"] = domains
@@ -210,12 +219,15 @@ def convert_msd_dataset(source_folder: str | Path, overwrite_id: int | None = No
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="samdg_convert_msd", description="Convert a Medical Segmentation Decathlon task folder to the samdg/nnU-Net v2 raw layout in $SAMDG_raw.")
+    parser = argparse.ArgumentParser(prog="samdg_convert_msd", description="Convert a Medical Segmentation Decathlon "
+                                     "task folder to the samdg/nnU-Net v2 raw layout in $SAMDG_raw.")
     parser.add_argument("-i", "--input", required=True, help="the downloaded MSD folder, e.g. Task05_Prostate")
     parser.add_argument("-overwrite_id", "--overwrite-id", dest="overwrite_id", type=int, default=None,
                         help="use this dataset id instead of the MSD task number")
-    parser.add_argument("-np", "--num-processes", dest="num_processes", type=int, default=4, help="worker processes (default 4)")
-    parser.add_argument("--domains-json", default=None, help="JSON file mapping every case id to a domain name, added as 'domains'")
+    parser.add_argument("-np", "--num-processes", dest="num_processes", type=int, default=4,
+                        help="worker processes (default 4)")
+    parser.add_argument("--domains-json", default=None,
+                        help="JSON file mapping every case id to a domain name, added as 'domains'")
     return parser
 
 

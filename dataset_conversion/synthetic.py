@@ -145,21 +145,26 @@ def _check_id_free(dataset_id: int, folder_name: str) -> None:
     prefix = f"Dataset{dataset_id:03d}_"
     clashes = [p.name for p in root.iterdir() if p.is_dir() and p.name.startswith(prefix) and p.name != folder_name]
     if clashes:
-        raise SamdgError(f"dataset id {dataset_id} is already used by {', '.join(sorted(clashes))} in {root}; pick another -d")
+        raise SamdgError(f"dataset id {dataset_id} is already used by {', '.join(sorted(clashes))} in {root}; "
+                         "pick another -d")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="samdg_make_synthetic",
-        description="Write a small synthetic multi-domain 3D dataset (nnU-Net v2 raw layout + 'domains' map) to $SAMDG_raw.",
+        description="Write a small synthetic multi-domain 3D dataset (nnU-Net v2 raw layout + 'domains' map) to "
+                    "$SAMDG_raw.",
     )
     parser.add_argument("-d", "--dataset-id", type=int, default=901, help="dataset id (default 901)")
     parser.add_argument("--name", default="Synthetic", help="dataset name: DatasetXXX_<name> (default Synthetic)")
     parser.add_argument("--domains", type=int, default=3, help=f"number of sites, 1 to {MAX_DOMAINS} (default 3)")
     parser.add_argument("--cases-per-domain", type=int, default=6, help="training cases per site (default 6)")
-    parser.add_argument("--test-cases-per-domain", type=int, default=2, help="test cases per site in imagesTs/labelsTs (default 2)")
-    parser.add_argument("--shape", default="96x96x24", help="voxels R x A x S of the 1x1x3 mm reference site (default 96x96x24)")
-    parser.add_argument("--modality", choices=MODALITIES, default="MR", help="MR contrasts (default) or CT in Hounsfield units")
+    parser.add_argument("--test-cases-per-domain", type=int, default=2,
+                        help="test cases per site in imagesTs/labelsTs (default 2)")
+    parser.add_argument("--shape", default="96x96x24",
+                        help="voxels R x A x S of the 1x1x3 mm reference site (default 96x96x24)")
+    parser.add_argument("--modality", choices=MODALITIES, default="MR",
+                        help="MR contrasts (default) or CT in Hounsfield units")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same data")
     parser.add_argument("-np", "--num-processes", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing synthetic dataset folder")
@@ -181,7 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.seed, args.modality, args.overwrite, max(1, args.num_processes),
     )
     sites = ", ".join(dataset_json["synthetic"]["sites"])
-    print(f"wrote {folder}: {dataset_json['numTraining']} training and {dataset_json['numTest']} test cases from {sites}")
+    print(f"wrote {folder}: {dataset_json['numTraining']} training and {dataset_json['numTest']} test cases "
+          f"from {sites}")
     return 0
 
 

@@ -127,7 +127,8 @@ def _random_anatomy(rng: np.random.Generator, fov: np.ndarray) -> dict:
         organ("kidney", (-0.17, -0.15, -0.06), (0.055, 0.075, 0.17), -20, KIDNEY_FAT_CAPSULE),
         organ("spleen", (-0.21, -0.05, 0.15), (0.07, 0.11, 0.20), -25),
     ]
-    warp = [(rng.normal(0, 1, 3) * 2 * np.pi / (0.9 * fov.max()), rng.uniform(0, 2 * np.pi), rng.uniform(1.0, 3.0) * rng.choice([-1, 1], 3))
+    warp = [(rng.normal(0, 1, 3) * 2 * np.pi / (0.9 * fov.max()), rng.uniform(0, 2 * np.pi),
+             rng.uniform(1.0, 3.0) * rng.choice([-1, 1], 3))
             for _ in range(3)]
     return {
         "body_radii": np.array([0.44, 0.36]) * fov[:2] * body_scale,
@@ -143,7 +144,8 @@ def _random_anatomy(rng: np.random.Generator, fov: np.ndarray) -> dict:
 def _world_points(shape, affine, anatomy) -> list[np.ndarray]:
     """World coordinates (mm, float32) of the voxel centres relative to the site's origin shift, rotated and warped."""
     # Python floats keep every product in float32 (numpy scalars would promote to float64 and double the cost).
-    axes = [(affine[d, 3] + affine[d, d] * np.arange(shape[d]) - anatomy["shift"][d]).astype(np.float32) for d in range(3)]
+    axes = [(affine[d, 3] + affine[d, d] * np.arange(shape[d]) - anatomy["shift"][d]).astype(np.float32)
+            for d in range(3)]
     x, y, z = np.meshgrid(*axes, indexing="ij")
     c, s = float(np.cos(anatomy["rotation"])), float(np.sin(anatomy["rotation"]))
     x, y = c * x - s * y, s * x + c * y
@@ -205,7 +207,8 @@ def render_intensities(tissue: np.ndarray, site: SiteStyle, anatomy: dict, rng: 
     """Tissue map -> stored intensities of ``site`` (array (R,A,S) in ``site.dtype``)."""
     table = TISSUE_INTENSITY[site.contrast]
     jitter = anatomy["contrast_jitter"]
-    values = np.array([table[t] * (jitter[t] if site.contrast != "ct" else 1.0) for t in TISSUE_ORDER], dtype=np.float32)
+    values = np.array([table[t] * (jitter[t] if site.contrast != "ct" else 1.0) for t in TISSUE_ORDER],
+                      dtype=np.float32)
     image = values[tissue]
     texture = ndimage.gaussian_filter(rng.normal(0, 1, tissue.shape).astype(np.float32), 2.0)
     texture /= max(float(np.abs(texture).max()), 1e-6)
@@ -228,7 +231,8 @@ def render_intensities(tissue: np.ndarray, site: SiteStyle, anatomy: dict, rng: 
     return image.astype(site.dtype)
 
 
-def render_case(site: SiteStyle, fov: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def render_case(site: SiteStyle, fov: np.ndarray,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One subject seen by ``site``: (image (R,A,S), label (R,A,S) uint8, canonical RAS affine 4x4)."""
     anatomy = _random_anatomy(rng, fov)
     anatomy["shift"] = np.asarray(site.origin_shift)
