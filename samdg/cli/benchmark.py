@@ -89,8 +89,8 @@ def parse_methods(text: str) -> list[str]:
     methods = list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
     unknown = [m for m in methods if m not in list_methods() and not is_external_baseline(m)]
     if unknown or not methods:
-        raise SamdgError(f"-m {text}: unknown method(s) {', '.join(unknown) or '(none given)'}; choose from "
-                         f"{method_choices_help()}")
+        names = "', '".join(unknown) if unknown else ""
+        raise SamdgError(f"unknown method '{names}'; registered methods: {method_choices_help()}")
     return methods
 
 
