@@ -38,7 +38,8 @@ def _msd_task(root, name="Task05_Prostate", four_d=True, n_train=2):
     (folder / "imagesTr" / "_broken.nii.gz").write_bytes(b"junk")
     modality = {"0": "T2", "1": "ADC"} if four_d else {"0": "CT"}
     meta = {
-        "name": "PROSTATE", "description": "tiny fixture", "licence": "CC-BY-SA 4.0", "tensorImageSize": "4D" if four_d else "3D",
+        "name": "PROSTATE", "description": "tiny fixture", "licence": "CC-BY-SA 4.0",
+        "tensorImageSize": "4D" if four_d else "3D",
         "modality": modality, "labels": {"0": "background", "1": "PZ", "2": "TZ"}, "numTraining": n_train, "numTest": 1,
         "training": [{"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"} for c in cases[:n_train]],
         "test": [f"./imagesTs/{cases[-1]}.nii.gz"],
@@ -53,15 +54,18 @@ def test_4d_cases_are_split_into_channel_files_keeping_3d_geometry(tmp_path, sam
     assert target == samdg_roots["raw"] / "Dataset005_Prostate"
     assert sorted(p.name for p in (target / "imagesTr").iterdir()) == [
         "prostate_00_0000.nii.gz", "prostate_00_0001.nii.gz", "prostate_01_0000.nii.gz", "prostate_01_0001.nii.gz"]
-    assert sorted(p.name for p in (target / "imagesTs").iterdir()) == ["prostate_02_0000.nii.gz", "prostate_02_0001.nii.gz"]
+    test_images = sorted(p.name for p in (target / "imagesTs").iterdir())
+    assert test_images == ["prostate_02_0000.nii.gz", "prostate_02_0001.nii.gz"]
     original = nib.load(str(source / "imagesTr" / "prostate_01.nii.gz"))
     for channel in (0, 1):
         split = nib.load(str(target / "imagesTr" / f"prostate_01_{channel:04d}.nii.gz"))
         assert split.shape == (6, 5, 4) and split.get_data_dtype() == np.int16
         assert np.array_equal(np.asanyarray(split.dataobj), np.asanyarray(original.dataobj)[..., channel])
-        assert np.allclose(split.affine, AFFINE) and np.allclose(split.header.get_zooms(), original.header.get_zooms()[:3])
+        assert np.allclose(split.affine, AFFINE)
+        assert np.allclose(split.header.get_zooms(), original.header.get_zooms()[:3])
     for case in ("prostate_00", "prostate_01"):  # labels are copied byte for byte
-        assert (target / "labelsTr" / f"{case}.nii.gz").read_bytes() == (source / "labelsTr" / f"{case}.nii.gz").read_bytes()
+        label = f"{case}.nii.gz"
+        assert (target / "labelsTr" / label).read_bytes() == (source / "labelsTr" / label).read_bytes()
 
 
 def test_dataset_json_is_converted_and_the_result_passes_the_integrity_check(tmp_path):
@@ -112,7 +116,8 @@ def test_an_id_used_by_another_dataset_is_refused_with_a_hint(tmp_path, samdg_ro
         main(["-i", str(source), "-np", "1"])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
-    assert "dataset id 5 is already taken by Dataset005_Other" in error and "-overwrite_id" in error and "Traceback" not in error
+    assert "dataset id 5 is already taken by Dataset005_Other" in error and "-overwrite_id" in error
+    assert "Traceback" not in error
     assert not (samdg_roots["raw"] / "Dataset005_Prostate").exists()
     assert main(["-i", str(source), "-overwrite_id", "105", "-np", "1"]) == 0
     assert (samdg_roots["raw"] / "Dataset105_Prostate" / "dataset.json").is_file()
@@ -150,7 +155,8 @@ def test_a_channel_count_that_does_not_match_modality_names_the_file(tmp_path):
 
 @pytest.mark.parametrize(
     "name, expected",
-    [("Task05_Prostate", (5, "Prostate")), ("Task10_Colon_Cancer_CT", (10, "Colon_Cancer_CT")), ("Task001_X", (1, "X"))],
+    [("Task05_Prostate", (5, "Prostate")), ("Task10_Colon_Cancer_CT", (10, "Colon_Cancer_CT")),
+     ("Task001_X", (1, "X"))],
 )
 def test_task_names(name, expected):
     assert parse_task_name(name) == expected

@@ -17,7 +17,8 @@ SHAPE = (32, 32, 8)
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     folder = tmp_path_factory.mktemp("synthetic") / "Dataset901_Synthetic"
-    dataset_json = make_synthetic_dataset(folder, num_domains=3, cases_per_domain=2, test_cases_per_domain=1, shape=SHAPE, seed=3)
+    dataset_json = make_synthetic_dataset(folder, num_domains=3, cases_per_domain=2, test_cases_per_domain=1,
+                                          shape=SHAPE, seed=3)
     return folder, dataset_json
 
 
@@ -83,7 +84,8 @@ def test_sites_differ_in_contrast_and_value_range_as_designed(synthetic):
     for site in SITES[:3]:
         image, _ = read_case([folder / "imagesTr" / f"synth_{site.name}_000_0000.nii.gz"])
         label, _ = read_label(folder / "labelsTr" / f"synth_{site.name}_000.nii.gz")
-        stats[site.name] = {"liver": image[0][label == 1].mean(), "kidney": image[0][label == 2].mean(), "max": image.max()}
+        stats[site.name] = {"liver": image[0][label == 1].mean(), "kidney": image[0][label == 2].mean(),
+                            "max": image.max()}
     # T1 sites: liver brighter than kidney; the T2 site (siteC) inverts it.
     assert stats["siteA"]["liver"] > stats["siteA"]["kidney"] and stats["siteB"]["liver"] > stats["siteB"]["kidney"]
     assert stats["siteC"]["liver"] < stats["siteC"]["kidney"]
@@ -122,8 +124,10 @@ def test_sites_differ_in_bias_field_and_noise_as_designed(seed):
 
 def test_same_seed_same_voxels_other_seed_other_voxels(tmp_path, synthetic):
     folder, _ = synthetic
-    again = make_synthetic_dataset(tmp_path / "again", num_domains=3, cases_per_domain=2, test_cases_per_domain=1, shape=SHAPE, seed=3)
-    other = make_synthetic_dataset(tmp_path / "other", num_domains=1, cases_per_domain=1, test_cases_per_domain=0, shape=SHAPE, seed=4)
+    again = make_synthetic_dataset(tmp_path / "again", num_domains=3, cases_per_domain=2, test_cases_per_domain=1,
+                                   shape=SHAPE, seed=3)
+    other = make_synthetic_dataset(tmp_path / "other", num_domains=1, cases_per_domain=1, test_cases_per_domain=0,
+                                   shape=SHAPE, seed=4)
     assert again["domains"] == synthetic[1]["domains"]
     for case in ("synth_siteA_000", "synth_siteC_001"):
         first, second = _load(folder, case), _load(tmp_path / "again", case)
@@ -131,11 +135,13 @@ def test_same_seed_same_voxels_other_seed_other_voxels(tmp_path, synthetic):
         assert np.array_equal(first[1].get_fdata(), second[1].get_fdata())
         assert np.allclose(first[0].affine, second[0].affine)
     assert other["numTraining"] == 1
-    assert not np.array_equal(_load(folder, "synth_siteA_000")[0].get_fdata(), _load(tmp_path / "other", "synth_siteA_000")[0].get_fdata())
+    first, other_first = _load(folder, "synth_siteA_000")[0], _load(tmp_path / "other", "synth_siteA_000")[0]
+    assert not np.array_equal(first.get_fdata(), other_first.get_fdata())
 
 
 def test_ct_modality_gives_hounsfield_units(tmp_path):
-    dataset_json = make_synthetic_dataset(tmp_path / "ct", num_domains=2, cases_per_domain=1, test_cases_per_domain=0, shape=SHAPE, modality="CT")
+    dataset_json = make_synthetic_dataset(tmp_path / "ct", num_domains=2, cases_per_domain=1, test_cases_per_domain=0,
+                                          shape=SHAPE, modality="CT")
     assert dataset_json["channel_names"] == {"0": "CT"}
     image, geometry = read_case([tmp_path / "ct" / "imagesTr" / "synth_siteB_000_0000.nii.gz"])
     label, _ = read_label(tmp_path / "ct" / "labelsTr" / "synth_siteB_000.nii.gz")
@@ -145,7 +151,8 @@ def test_ct_modality_gives_hounsfield_units(tmp_path):
 
 
 def test_cli_writes_to_raw_root_and_refuses_to_overwrite_silently(samdg_roots, capsys):
-    args = ["-d", "901", "--domains", "2", "--cases-per-domain", "1", "--test-cases-per-domain", "0", "--shape", "16x16x4"]
+    args = ["-d", "901", "--domains", "2", "--cases-per-domain", "1", "--test-cases-per-domain", "0",
+            "--shape", "16x16x4"]
     assert main(args) == 0
     folder = samdg_roots["raw"] / "Dataset901_Synthetic"
     assert json.loads((folder / "dataset.json").read_text())["numTraining"] == 2
