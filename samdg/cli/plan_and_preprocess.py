@@ -20,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="samdg_plan_and_preprocess",
         description="Check raw datasets, extract their fingerprint, plan the SAM experiment and preprocess the "
                     "training cases into $SAMDG_preprocessed.")
-    parser.add_argument("-d", nargs="+", required=True, metavar="ID", help="dataset id(s) or DatasetXXX_Name folder name(s)")
+    parser.add_argument("-d", nargs="+", required=True, metavar="ID",
+                        help="dataset id(s) or DatasetXXX_Name folder name(s)")
     parser.add_argument("--verify_only", action="store_true", help="only run the integrity check")
     parser.add_argument("--clean", action="store_true", help="recompute the fingerprint and redo every case")
     parser.add_argument("-np", type=int, default=None, metavar="N",

@@ -36,7 +36,8 @@ class IntegrityReport:
 
 
 def _close(a, b) -> bool:
-    return bool(np.allclose(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64), rtol=TOLERANCE, atol=TOLERANCE))
+    return bool(np.allclose(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64),
+                            rtol=TOLERANCE, atol=TOLERANCE))
 
 
 def _fmt(values) -> str:
@@ -180,7 +181,8 @@ def _domain_map_problems(raw: RawDataset, report: IntegrityReport) -> None:
     domain_map = raw.json["domains"]
     bad = sorted(str(k) for k, v in domain_map.items() if not isinstance(v, str) or not v.strip())
     if bad:
-        report.errors.append(f"{json_path}: 'domains' entries must be non-empty domain names; not so for {', '.join(bad)}")
+        report.errors.append(f"{json_path}: 'domains' entries must be non-empty domain names; "
+                             f"not so for {', '.join(bad)}")
     known = set(raw.training_cases) | set(raw.test_cases)
     unknown = sorted(str(k) for k in domain_map if k not in known)
     if unknown:
@@ -221,4 +223,5 @@ def check_integrity_or_raise(raw: RawDataset, num_workers: int | None = None) ->
         print(f"samdg: warning: {warning}", file=sys.stderr)
     if report.errors:
         lines = "\n".join(f"  {error}" for error in report.errors)
-        raise SamdgError(f"raw dataset {raw.folder} failed the integrity check with {len(report.errors)} problem(s):\n{lines}")
+        raise SamdgError(f"raw dataset {raw.folder} failed the integrity check with {len(report.errors)} "
+                         f"problem(s):\n{lines}")

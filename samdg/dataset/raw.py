@@ -58,7 +58,8 @@ class RawDataset:
 
     @property
     def labels(self) -> LabelSpec:
-        return LabelSpec.from_dataset_json(self.json["labels"], self.json.get("regions_class_order"), str(self.folder / "dataset.json"))
+        return LabelSpec.from_dataset_json(self.json["labels"], self.json.get("regions_class_order"),
+                                           str(self.folder / "dataset.json"))
 
     @property
     def domains(self) -> dict[str, str]:
@@ -130,20 +131,23 @@ def _domain_of(case_id: str, source: str, folder: Path, raw_json: dict, problems
     return str(domain_map[case_id])
 
 
-def _list_split(folder: Path, images: str, labels: str, raw_json: dict, problems: list[str], require_labels: bool) -> dict[str, Case]:
+def _list_split(folder: Path, images: str, labels: str, raw_json: dict, problems: list[str],
+                require_labels: bool) -> dict[str, Case]:
     ending = raw_json["file_ending"]
     image_dir, label_dir = folder / images, folder / labels
     if not image_dir.is_dir():
         return {}
     files, misnamed = _channel_files(image_dir, ending, problems)
     for path in misnamed:
-        problems.append(f"{path}: not named {{case}}_{{XXXX}}{ending} (4-digit channel index and the dataset's file_ending)")
+        problems.append(f"{path}: not named {{case}}_{{XXXX}}{ending} "
+                        "(4-digit channel index and the dataset's file_ending)")
     n_channels = channel_files_per_case(raw_json)
     cases = {}
     for case_id, channels in files.items():
         for index in range(n_channels):
             if index not in channels:
-                problems.append(f"{image_dir / f'{case_id}_{index:04d}{ending}'}: missing channel {index} of case {case_id}")
+                problems.append(f"{image_dir / f'{case_id}_{index:04d}{ending}'}: "
+                                f"missing channel {index} of case {case_id}")
         for index in channels:
             if index >= n_channels:
                 problems.append(f"{channels[index]}: channel file {index} is not declared in channel_names")
@@ -272,7 +276,8 @@ def load_raw_dataset(folder: str | Path) -> RawDataset:
     if missing:
         raise SamdgError(f"{json_path}: missing required key(s) {', '.join(missing)}")
     if raw_json["file_ending"] not in SUPPORTED_ENDINGS:
-        raise SamdgError(f"{json_path}: file_ending '{raw_json['file_ending']}' is not supported ({', '.join(SUPPORTED_ENDINGS)})")
+        raise SamdgError(f"{json_path}: file_ending '{raw_json['file_ending']}' is not supported "
+                         f"({', '.join(SUPPORTED_ENDINGS)})")
     channel_names = raw_json["channel_names"]
     if not isinstance(channel_names, dict) or not channel_names or not all(
             isinstance(name, str) and name.strip() for name in channel_names.values()):
@@ -317,7 +322,8 @@ def list_image_folder(folder: str | Path, file_ending: str, num_channels: int) -
     for case_id, channels in files.items():
         missing = [i for i in range(num_channels) if i not in channels]
         if missing:
-            raise SamdgError(f"{folder}: case {case_id} lacks channel file(s) {', '.join(f'_{i:04d}' for i in missing)}")
+            raise SamdgError(f"{folder}: case {case_id} lacks channel file(s) "
+                             f"{', '.join(f'_{i:04d}' for i in missing)}")
         extra = sorted(i for i in channels if i >= num_channels)
         if extra:  # predicting from the first channels only would be silently wrong
             raise SamdgError(f"{folder}: case {case_id} has channel file(s) {', '.join(f'_{i:04d}' for i in extra)} "

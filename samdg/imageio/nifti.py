@@ -82,7 +82,8 @@ def write(array_zyx: np.ndarray, geometry: Geometry, path: Path) -> None:
 
     data = from_canonical(array_zyx, np.asarray(geometry.ornt))
     header_class = getattr(nib, geometry.backend.get("header_class", "Nifti1Header"))
-    header = header_class(binaryblock=base64.b64decode(geometry.backend["header"])) if "header" in geometry.backend else None
+    header = (header_class(binaryblock=base64.b64decode(geometry.backend["header"]))
+              if "header" in geometry.backend else None)
     image_class = nib.Nifti2Image if header_class is nib.Nifti2Header else nib.Nifti1Image
     image = image_class(data, np.asarray(geometry.original_affine), header=header)
     image.set_data_dtype(data.dtype)

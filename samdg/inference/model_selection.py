@@ -121,7 +121,8 @@ def models_in(model_dir: Path, checkpoint: str = DEFAULT_CHECKPOINT) -> list[Tra
         match = _FOLD_FOLDER.match(path.name)
         if match and path.is_dir() and (path / checkpoint).is_file():
             by_tag.setdefault(match.group(2) or "", []).append(match.group(1))
-    return [TrainedModel(model_dir, tag, tuple(sorted(folds, key=_fold_order))) for tag, folds in sorted(by_tag.items())]
+    return [TrainedModel(model_dir, tag, tuple(sorted(folds, key=_fold_order)))
+            for tag, folds in sorted(by_tag.items())]
 
 
 def list_trained_models(dataset: str | None = None, method: str | None = None, source_domains: str | None = None,
@@ -145,7 +146,8 @@ def list_trained_models(dataset: str | None = None, method: str | None = None, s
             continue
         for model_dir in sorted(p for p in dataset_dir.iterdir() if p.is_dir()):
             for model in models_in(model_dir, checkpoint):
-                if (method is None or model.method == method) and (wanted_tag is None or model.source_tag == wanted_tag):
+                if ((method is None or model.method == method)
+                        and (wanted_tag is None or model.source_tag == wanted_tag)):
                     models.append(model)
     return models
 
@@ -187,7 +189,8 @@ def select_model(dataset: str | int | None = None, method: str | None = None, fo
                   if wanted_tag is None or m.source_tag == wanted_tag]
     if len(candidates) == 1:
         return choose_folds(candidates[0], folds, checkpoint)
-    wanted = ", ".join(filter(None, [f"dataset {dataset_name}" if dataset_name else "", f"method {method}" if method else "",
+    wanted = ", ".join(filter(None, [f"dataset {dataset_name}" if dataset_name else "",
+                                     f"method {method}" if method else "",
                                      f"source domains {source_domains}" if source_domains else "",
                                      f"checkpoint {checkpoint}"]))
     if not candidates:

@@ -122,8 +122,10 @@ def aggregate(records: dict[str, dict], samples: dict[str, list[np.ndarray]]) ->
     for c in range(num_channels):
         pooled = np.concatenate([samples[i][c] for i in ids]) if ids else np.empty(0)
         stats = intensity_statistics(pooled)
-        stats["image_min"] = float(min(records[i]["foreground_intensity_properties_per_channel"][str(c)]["image_min"] for i in ids))
-        stats["image_max"] = float(max(records[i]["foreground_intensity_properties_per_channel"][str(c)]["image_max"] for i in ids))
+        stats["image_min"] = float(min(records[i]["foreground_intensity_properties_per_channel"][str(c)]["image_min"]
+                                       for i in ids))
+        stats["image_max"] = float(max(records[i]["foreground_intensity_properties_per_channel"][str(c)]["image_max"]
+                                       for i in ids))
         intensity[str(c)] = stats
     labelled = [i for i in ids if "label_voxel_counts" in records[i]]
     labels: dict[str, dict[str, float]] = {}
@@ -131,7 +133,8 @@ def aggregate(records: dict[str, dict], samples: dict[str, list[np.ndarray]]) ->
     for v in all_values:
         key = str(v)
         fractions = [records[i]["label_voxel_counts"].get(key, 0) / np.prod(records[i]["shape"]) for i in labelled]
-        components = [records[i]["components_per_label"][key] for i in labelled if key in records[i]["components_per_label"]]
+        components = [records[i]["components_per_label"][key] for i in labelled
+                      if key in records[i]["components_per_label"]]
         labels[key] = {"cases_present": len(components), "mean_voxel_fraction": float(np.mean(fractions)),
                        "median_components": float(np.median(components)) if components else 0.0}
     summary = {
@@ -140,7 +143,8 @@ def aggregate(records: dict[str, dict], samples: dict[str, list[np.ndarray]]) ->
         "shapes_after_crop": shapes,
         "median_spacing": [float(v) for v in np.median(spacings, axis=0)],
         "median_shape_after_crop": [float(v) for v in np.median(shapes, axis=0)],
-        "median_relative_size_after_cropping": float(np.median([records[i]["relative_size_after_cropping"] for i in ids])),
+        "median_relative_size_after_cropping": float(
+            np.median([records[i]["relative_size_after_cropping"] for i in ids])),
         "foreground_intensity_properties_per_channel": intensity,
         "labels": labels,
         "orientations": sorted({records[i]["orientation"] for i in ids}),

@@ -107,7 +107,8 @@ def preprocess_case(image: np.ndarray, geometry: Geometry | dict, plans: Plans,
     return data, seg, properties
 
 
-def invert_to_original(array: np.ndarray, properties: dict[str, Any], plans: Plans, fill_value: float = 0.0) -> np.ndarray:
+def invert_to_original(array: np.ndarray, properties: dict[str, Any], plans: Plans,
+                       fill_value: float = 0.0) -> np.ndarray:
     """Preprocessed-space prediction -> canonical space of the original image.
 
     Args:

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 _CHUNK_ELEMENTS = 1 << 24  # floats per chunk (64 MiB)
 
 
-def new_inplane_shape(shape_hw: tuple[int, int], spacing_hw: tuple[float, float], target_hw: tuple[float, float]) -> tuple[int, int]:
+def new_inplane_shape(shape_hw: tuple[int, int], spacing_hw: tuple[float, float],
+                      target_hw: tuple[float, float]) -> tuple[int, int]:
     """Number of pixels after resampling from ``spacing_hw`` to ``target_hw`` (at least 1 per axis)."""
     return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape_hw, spacing_hw, target_hw))
 

@@ -81,7 +81,8 @@ class PreprocessedCase:
         return self._slices_with_label
 
 
-def load_preprocessed_cases(folder: Path, ignore_label: int | None = None, hint: str = "") -> dict[str, PreprocessedCase]:
+def load_preprocessed_cases(folder: Path, ignore_label: int | None = None,
+                            hint: str = "") -> dict[str, PreprocessedCase]:
     """Every finished training case in ``folder`` (data, label and properties present).
 
     ``hint`` is appended to the error when nothing is there (e.g. the command that preprocesses the dataset).

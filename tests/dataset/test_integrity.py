@@ -8,7 +8,6 @@ import pytest
 from dataset_conversion.synthetic import make_synthetic_dataset
 from samdg.dataset.integrity import check_integrity_or_raise, grid_differences, verify_dataset
 from samdg.dataset.raw import load_raw_dataset
-from samdg.errors import SamdgError
 from samdg.imageio import read_header
 
 CASE = "synth_siteA_000"
@@ -18,7 +17,8 @@ OTHER = "synth_siteB_001"
 @pytest.fixture(scope="module")
 def valid_dataset(tmp_path_factory):
     folder = tmp_path_factory.mktemp("integrity") / "Dataset901_Synthetic"
-    make_synthetic_dataset(folder, num_domains=2, cases_per_domain=2, test_cases_per_domain=1, shape=(16, 16, 4), seed=1)
+    make_synthetic_dataset(folder, num_domains=2, cases_per_domain=2, test_cases_per_domain=1, shape=(16, 16, 4),
+                           seed=1)
     return folder
 
 
@@ -68,7 +68,8 @@ def _problems_of(folder, samdg_roots, capsys):
         plan_and_preprocess(["-d", folder.name, "-np", "1", "--no_pbar"])
     assert exit_info.value.code == 2
     message = capsys.readouterr().err
-    assert message.startswith(f"samdg: error: raw dataset {folder} failed the integrity check") and "Traceback" not in message
+    assert message.startswith(f"samdg: error: raw dataset {folder} failed the integrity check")
+    assert "Traceback" not in message
     assert _snapshot(folder) == before
     assert not any(samdg_roots["preprocessed"].iterdir()) and not any(samdg_roots["results"].iterdir())
     return message.strip()
@@ -93,7 +94,8 @@ def test_missing_channel_file(dataset, samdg_roots, capsys):
 def test_label_shape_mismatch(dataset, samdg_roots, capsys):
     _rewrite(_label(dataset), change_data=lambda d: d[:-2])
     message = _problems_of(dataset, samdg_roots, capsys)
-    assert f"{_label(dataset)}: label grid differs from image {_image(dataset)}: shape (14, 16, 4) vs (16, 16, 4)" in message
+    assert (f"{_label(dataset)}: label grid differs from image {_image(dataset)}: "
+            "shape (14, 16, 4) vs (16, 16, 4)") in message
 
 
 @pytest.mark.parametrize(
@@ -113,11 +115,13 @@ def test_label_geometry_mismatch(dataset, samdg_roots, capsys, change_affine, wh
 
 def test_channels_on_different_grids(dataset, samdg_roots, capsys):
     _edit_json(dataset, lambda m: m["channel_names"].update({"1": "MR2"}))
-    for path in sorted((dataset / "imagesTr").glob("*_0000.nii.gz")) + sorted((dataset / "imagesTs").glob("*_0000.nii.gz")):
+    for path in sorted((dataset / "imagesTr").glob("*_0000.nii.gz")) + sorted(
+            (dataset / "imagesTs").glob("*_0000.nii.gz")):
         shutil.copyfile(path, str(path).replace("_0000", "_0001"))
     _rewrite(_image(dataset, OTHER, channel=1), change_affine=lambda a: a @ np.diag([1.01, 1.0, 1.0, 1.0]))
     message = _problems_of(dataset, samdg_roots, capsys)
-    assert f"{_image(dataset, OTHER, channel=1)}: grid differs from channel file {_image(dataset, OTHER)}: spacing" in message
+    assert (f"{_image(dataset, OTHER, channel=1)}: grid differs from channel file {_image(dataset, OTHER)}: "
+            "spacing") in message
 
 
 def test_tiny_header_rounding_is_tolerated(dataset):
@@ -133,7 +137,8 @@ def test_undeclared_label_values(dataset, samdg_roots, capsys):
 
     _rewrite(_label(dataset, OTHER), change_data=paint)
     message = _problems_of(dataset, samdg_roots, capsys)
-    assert f"{_label(dataset, OTHER)}: label value(s) 7, 9 not declared in dataset.json 'labels' (declared: 0, 1, 2, 3)" in message
+    assert (f"{_label(dataset, OTHER)}: label value(s) 7, 9 not declared in dataset.json 'labels' "
+            "(declared: 0, 1, 2, 3)") in message
 
 
 def test_non_integer_label_values(dataset, samdg_roots, capsys):
@@ -149,7 +154,8 @@ def test_nan_and_inf_intensities(dataset, samdg_roots, capsys):
         return data
 
     _rewrite(_image(dataset, OTHER, split="Tr"), change_data=spoil)
-    assert f"{_image(dataset, OTHER)}: contains 2 NaN and 1 infinite voxel(s)" in _problems_of(dataset, samdg_roots, capsys)
+    message = _problems_of(dataset, samdg_roots, capsys)
+    assert f"{_image(dataset, OTHER)}: contains 2 NaN and 1 infinite voxel(s)" in message
 
 
 def test_4d_image_where_3d_is_expected(dataset, samdg_roots, capsys):
@@ -200,7 +206,8 @@ def test_unknown_cases_in_domains_map_only_warn(dataset, capsys):
 
 def test_empty_domain_name_is_an_error(dataset, samdg_roots, capsys):
     _edit_json(dataset, lambda m: m["domains"].update({CASE: ""}))
-    assert f"'domains' entries must be non-empty domain names; not so for {CASE}" in _problems_of(dataset, samdg_roots, capsys)
+    message = _problems_of(dataset, samdg_roots, capsys)
+    assert f"'domains' entries must be non-empty domain names; not so for {CASE}" in message
 
 
 def test_every_problem_is_reported_at_once_one_per_line(dataset, samdg_roots, capsys):
@@ -212,14 +219,17 @@ def test_every_problem_is_reported_at_once_one_per_line(dataset, samdg_roots, ca
     lines = message.splitlines()
     assert lines[0] == f"samdg: error: raw dataset {dataset} failed the integrity check with 4 problem(s):"
     assert len(lines) == 5
-    for needle in (str(_label(dataset)), str(_label(dataset, OTHER)), str(_image(dataset, "synth_siteA_001")), "synth_siteB_000"):
+    for needle in (str(_label(dataset)), str(_label(dataset, OTHER)), str(_image(dataset, "synth_siteA_001")),
+                   "synth_siteB_000"):
         assert sum(needle in line for line in lines[1:]) == 1, needle
-    assert verify_dataset(load_raw_dataset(dataset), num_workers=1) == verify_dataset(load_raw_dataset(dataset), num_workers=3)
+    serial = verify_dataset(load_raw_dataset(dataset), num_workers=1)
+    assert serial == verify_dataset(load_raw_dataset(dataset), num_workers=3)
 
 
 def test_grid_differences_names_every_part(dataset):
     _, reference = read_header(_image(dataset))
-    _rewrite(_label(dataset), change_data=lambda d: d[:, :-1], change_affine=lambda a: np.diag([1, -1, 1, 1]) @ a @ np.diag([2, 1, 1, 1]))
+    _rewrite(_label(dataset), change_data=lambda d: d[:, :-1],
+             change_affine=lambda a: np.diag([1, -1, 1, 1]) @ a @ np.diag([2, 1, 1, 1]))
     _, moved = read_header(_label(dataset))
     parts = [d.split(" ")[0] for d in grid_differences(moved, reference)]
     assert parts == ["shape", "spacing", "origin", "direction"]
@@ -233,10 +243,12 @@ def test_2d_rgb_dataset_is_checked_too(samdg_roots, capsys):
         (folder / split).mkdir(parents=True)
     rng = np.random.default_rng(0)
     for case in ("a", "b"):
-        Image.fromarray(rng.integers(0, 255, (12, 10, 3), dtype=np.uint8)).save(folder / "imagesTr" / f"{case}_0000.png")
+        Image.fromarray(rng.integers(0, 255, (12, 10, 3), dtype=np.uint8)).save(
+            folder / "imagesTr" / f"{case}_0000.png")
         Image.fromarray(rng.integers(0, 2, (12, 10), dtype=np.uint8)).save(folder / "labelsTr" / f"{case}.png")
     (folder / "dataset.json").write_text(json.dumps(
-        {"channel_names": {"0": "RGB"}, "labels": {"background": 0, "lesion": 1}, "numTraining": 2, "file_ending": ".png"}))
+        {"channel_names": {"0": "RGB"}, "labels": {"background": 0, "lesion": 1}, "numTraining": 2,
+         "file_ending": ".png"}))
     assert verify_dataset(load_raw_dataset(folder)) == []
     Image.fromarray(np.full((12, 11), 2, np.uint8)).save(folder / "labelsTr" / "b.png")
     message = _problems_of(folder, samdg_roots, capsys)
@@ -272,7 +284,8 @@ def test_label_value_beyond_int16_is_refused_naming_dataset_json(dataset, samdg_
     _edit_json(dataset, lambda m: m["labels"].update({"spleen": 40000}))
     _rewrite(_label(dataset), change_data=lambda d: np.where(d == 3, 40000, d.astype(np.int32)))
     message = _refused(dataset, samdg_roots, capsys)
-    assert f"{dataset / 'dataset.json'}: label 'spleen' has the value 40000; label values must be at most 32767" in message
+    assert (f"{dataset / 'dataset.json'}: label 'spleen' has the value 40000; "
+            "label values must be at most 32767") in message
 
 
 def test_largest_int16_label_value_is_preprocessed_unchanged(dataset, samdg_roots, capsys):
@@ -301,12 +314,14 @@ def test_case_ids_whose_preprocessed_files_coincide_are_refused(dataset, samdg_r
 def test_channel_names_keys_must_be_channel_indices(dataset, samdg_roots, capsys):
     _edit_json(dataset, lambda m: m.update(channel_names={"zero": "MR"}))
     message = _refused(dataset, samdg_roots, capsys)
-    assert f"{dataset / 'dataset.json'}: channel_names keys must be the channel indices 0 " in message and "'zero'" in message
+    assert f"{dataset / 'dataset.json'}: channel_names keys must be the channel indices 0 " in message
+    assert "'zero'" in message
 
 
 def test_num_training_must_be_an_integer(dataset, samdg_roots, capsys):
     _edit_json(dataset, lambda m: m.update(numTraining="4"))
-    assert f"{dataset / 'dataset.json'}: numTraining must be an integer, got '4'" in _refused(dataset, samdg_roots, capsys)
+    message = _refused(dataset, samdg_roots, capsys)
+    assert f"{dataset / 'dataset.json'}: numTraining must be an integer, got '4'" in message
 
 
 def test_complex_valued_image_is_refused_naming_the_file(dataset, samdg_roots, capsys):
@@ -319,13 +334,15 @@ def test_complex_valued_image_is_refused_naming_the_file(dataset, samdg_roots, c
 def test_constant_image_with_labelled_foreground_is_refused(dataset, samdg_roots, capsys, value):
     _rewrite(_image(dataset), change_data=lambda d: np.full_like(d, value))
     message = _problems_of(dataset, samdg_roots, capsys)
-    assert f"{_image(dataset)}: image has one constant intensity everywhere, but its label {_label(dataset)} holds foreground" in message
+    assert (f"{_image(dataset)}: image has one constant intensity everywhere, "
+            f"but its label {_label(dataset)} holds foreground") in message
     assert message.count("\n") == 1
 
 
 def test_one_constant_channel_among_informative_ones_only_warns(dataset, capsys):
     _edit_json(dataset, lambda m: m["channel_names"].update({"1": "T2"}))
-    for path in sorted((dataset / "imagesTr").glob("*_0000.nii.gz")) + sorted((dataset / "imagesTs").glob("*_0000.nii.gz")):
+    for path in sorted((dataset / "imagesTr").glob("*_0000.nii.gz")) + sorted(
+            (dataset / "imagesTs").glob("*_0000.nii.gz")):
         shutil.copyfile(path, str(path).replace("_0000", "_0001"))
     _rewrite(_image(dataset, channel=1), change_data=lambda d: np.zeros_like(d))  # a zero-filled missing sequence
     check_integrity_or_raise(load_raw_dataset(dataset), num_workers=1)
@@ -355,7 +372,9 @@ def test_rgb_dataset_with_one_grey_image_names_it(samdg_roots, capsys):
         Image.fromarray(pixels).save(folder / "imagesTr" / f"{case}_0000.png")
         Image.fromarray(rng.integers(0, 2, (12, 10), dtype=np.uint8)).save(folder / "labelsTr" / f"{case}.png")
     (folder / "dataset.json").write_text(json.dumps(
-        {"channel_names": {"0": "RGB"}, "labels": {"background": 0, "lesion": 1}, "numTraining": 3, "file_ending": ".png"}))
+        {"channel_names": {"0": "RGB"}, "labels": {"background": 0, "lesion": 1}, "numTraining": 3,
+         "file_ending": ".png"}))
     message = _problems_of(folder, samdg_roots, capsys)
-    assert f"{folder / 'imagesTr' / 'b_0000.png'}: is grey (1 channel) while the dataset's other images are RGB (3 channels)" in message
+    assert (f"{folder / 'imagesTr' / 'b_0000.png'}: is grey (1 channel) "
+            "while the dataset's other images are RGB (3 channels)") in message
     assert message.count("\n") == 1

@@ -10,7 +10,8 @@ from PIL import Image
 from samdg.imageio import read_case, read_header, read_image, read_label, write_image, write_label
 from samdg.imageio.geometry import from_canonical
 
-PAIRS = [("example_ct_sm.nii.gz", "example_seg.nii.gz", "RAS"), ("example_mr_sm.nii.gz", "example_seg_mr.nii.gz", "LPS")]
+PAIRS = [("example_ct_sm.nii.gz", "example_seg.nii.gz", "RAS"),
+         ("example_mr_sm.nii.gz", "example_seg_mr.nii.gz", "LPS")]
 
 
 @pytest.mark.parametrize("image_name, label_name, codes", PAIRS)

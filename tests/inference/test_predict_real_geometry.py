@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -45,7 +44,8 @@ def real_pair(tmp_path_factory, shared_data):
             reduced[values == old] = new
         nib.save(nib.Nifti1Image(reduced, label.affine, label.header), raw / "labelsTr" / f"{case}.nii.gz")
     (raw / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "image"}, "file_ending": ".nii.gz", "numTraining": 2, "domains": {"ct": "CT", "mr": "MR"},
+        "channel_names": {"0": "image"}, "file_ending": ".nii.gz", "numTraining": 2,
+        "domains": {"ct": "CT", "mr": "MR"},
         "labels": {"background": 0, "spleen": 1, "kidney_right": 2, "kidney_left": 3, "liver": 4}}))
     with pytest.MonkeyPatch.context() as patch:
         for kind in ("raw", "preprocessed", "results", "weights"):
@@ -79,7 +79,8 @@ def test_prediction_keeps_shape_affine_and_orientation(real_pair, tmp_path):
 
     raw, plans = real_pair
     spec = LabelSpec.from_dataset_json(plans.labels)
-    method = build_untrained("sam", plans.sam.variant, plans.sam.input_size, plans.methods["sam"], spec, pretrained=False)
+    method = build_untrained("sam", plans.sam.variant, plans.sam.input_size, plans.methods["sam"], spec,
+                             pretrained=False)
     predictor = Predictor([method], plans, spec, device="cpu", batch_size=16, progress=False)
     cases = {case: [raw / "imagesTr" / f"{case}_0000.nii.gz"] for case in PAIRS}
     report = predictor.predict_cases(cases, tmp_path / "predictions")

@@ -95,8 +95,8 @@ def test_an_input_or_output_folder_that_is_a_file_exits_2(session_roots, tmp_pat
     output = tmp_path / "predictions"
     output.write_text("not a folder")
     with pytest.raises(SystemExit) as exit_info:
-        predict.main(["-i", str(session_roots.images_ts), "-o", str(output), "--model-dir", str(session_roots.model_dir),
-                      "--device", "cpu", "--disable-progress-bar"])
+        predict.main(["-i", str(session_roots.images_ts), "-o", str(output),
+                      "--model-dir", str(session_roots.model_dir), "--device", "cpu", "--disable-progress-bar"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert f"samdg: error: -o {output}: is a file, not a folder" in err and "Traceback" not in err

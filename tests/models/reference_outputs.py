@@ -3,8 +3,8 @@
 Weights are set from each tensor's *name* (a generator seeded by the name's CRC32), so they do not depend on the
 order in which modules are created. The record keeps the state_dict keys of the time it was made; the test builds
 that state (old keys) and loads it with ``load_state_dict``, so a refactoring that renames keys must also migrate
-them, and checkpoints written by an earlier samdg keep loading. ``python tests/models/reference_outputs.py`` (re)records ``data/method_outputs.pt``; only do that
-when a change of outputs is intended, and say so in the commit.
+them, and checkpoints written by an earlier samdg keep loading. ``python tests/models/reference_outputs.py``
+(re)records ``data/method_outputs.pt``; only do that when a change of outputs is intended, and say so in the commit.
 """
 
 from __future__ import annotations

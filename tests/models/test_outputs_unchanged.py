@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from reference_outputs import CASES, RECORD, run_case
 
 RECORDED = torch.load(RECORD)

@@ -45,7 +45,8 @@ def _ellipsoid(shape, centre, radii) -> np.ndarray:
 def ct_case(rng: np.random.Generator, shape=(40, 36, 12), air: float = -1000.0) -> tuple[np.ndarray, np.ndarray]:
     """(image int16 HU, label uint8) in RAS order: a body ellipse, an organ (label 1) and a bone (label 2)."""
     body = _ellipsoid(shape, np.array(shape) / 2, (shape[0] * 0.45, shape[1] * 0.42, shape[2] * 2))
-    organ = _ellipsoid(shape, (shape[0] * 0.4, shape[1] * 0.5, shape[2] * 0.5), (shape[0] * 0.15, shape[1] * 0.15, shape[2] * 0.35))
+    organ = _ellipsoid(shape, (shape[0] * 0.4, shape[1] * 0.5, shape[2] * 0.5),
+                       (shape[0] * 0.15, shape[1] * 0.15, shape[2] * 0.35))
     bone = _ellipsoid(shape, (shape[0] * 0.62, shape[1] * 0.35, shape[2] * 0.5), (3, 3, shape[2] * 0.45))
     image = np.full(shape, air) + rng.normal(0, 5, shape)
     image[body] = 40 + rng.normal(0, 15, int(body.sum()))
@@ -110,7 +111,8 @@ def make_multichannel_dataset(raw_root: Path, dataset_id: int = 803, names=("T1"
             image = (rng.normal(100 + 50 * c, 10, shape) + 200 * tumour).astype(np.float32)
             save_nifti(image, spacing, folder / "imagesTr" / f"b{i}_{c:04d}.nii.gz")
         save_nifti(tumour.astype(np.uint8), spacing, folder / "labelsTr" / f"b{i}.nii.gz")
-    write_dataset_json(folder, {str(c): n for c, n in enumerate(names)}, {"background": 0, "tumour": 1}, ".nii.gz", num_cases)
+    write_dataset_json(folder, {str(c): n for c, n in enumerate(names)}, {"background": 0, "tumour": 1}, ".nii.gz",
+                       num_cases)
     return folder
 
 

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from raw_builders import (fingerprint_stub, make_ct_dataset, make_mr_dataset, make_multichannel_dataset,
-                          make_png_dataset, stub_dataset_json)
+from raw_builders import (
+    fingerprint_stub,
+    make_ct_dataset,
+    make_mr_dataset,
+    make_multichannel_dataset,
+    make_png_dataset,
+    stub_dataset_json,
+)
 
 from samdg.dataset.raw import load_raw_dataset
 from samdg.errors import SamdgError
@@ -44,7 +50,8 @@ def test_ct_dataset(samdg_roots):
     assert plans.median_shape_after_resampling == [12, 36, 40]
     _every_decision_has_a_reason(plans)
     summary = plan_summary(plans)
-    for text in ("litemedsam", "input 256 px", "slice axis       0", "ct_clip_scale", "replicate", "batch size       13"):
+    for text in ("litemedsam", "input 256 px", "slice axis       0", "ct_clip_scale", "replicate",
+                 "batch size       13"):
         assert text in summary
 
 
@@ -109,7 +116,8 @@ def test_coarsest_axis_becomes_the_slice_axis():
 
 
 def test_thin_slices_give_two_and_a_half_d_context():
-    plans = plan_experiment(fingerprint_stub([(1.0, 0.8, 0.8)], [(100, 200, 200)]), stub_dataset_json(), gpu_memory_gb=24)
+    plans = plan_experiment(fingerprint_stub([(1.0, 0.8, 0.8)], [(100, 200, 200)]), stub_dataset_json(),
+                            gpu_memory_gb=24)
     mapping = plans.channel_mapping
     assert mapping.mode == "context" and mapping.channels == [0, 0, 0] and mapping.slice_offsets == [-1, 0, 1]
 

@@ -32,7 +32,8 @@ def test_plans_and_preprocesses_two_datasets(samdg_roots, capsys):
     assert code == 0, err
     for name, cases in (("Dataset811_CTlike", ["case0", "case1"]), ("Dataset812_Fundus", ["img0", "img1", "img2"])):
         folder = samdg_roots["preprocessed"] / name
-        assert {p.name for p in folder.iterdir()} == {"dataset.json", "dataset_fingerprint.json", "samdgPlans.json", "samdgPlans_2d"}
+        assert {p.name for p in folder.iterdir()} == {"dataset.json", "dataset_fingerprint.json", "samdgPlans.json",
+                                                      "samdgPlans_2d"}
         plans = Plans.load(folder / "samdgPlans.json")
         assert plans.training.batch_size == 5 and plans.sam.inplane_crop == [64, 64]
         assert plans.decision("training.batch_size").reason.startswith("set by the user")

@@ -18,8 +18,9 @@ from samdg.preprocessing.resampling import resample_labels
 
 
 def _geometry(shape_zyx, spacing_zyx) -> Geometry:
-    return Geometry(spacing=tuple(spacing_zyx), original_shape=tuple(shape_zyx[::-1]), original_affine=np.eye(4).tolist(),
-                    ornt=[[0, 1], [1, 1], [2, 1]], io_backend="nibabel", file_ending=".nii.gz")
+    return Geometry(spacing=tuple(spacing_zyx), original_shape=tuple(shape_zyx[::-1]),
+                    original_affine=np.eye(4).tolist(), ornt=[[0, 1], [1, 1], [2, 1]], io_backend="nibabel",
+                    file_ending=".nii.gz")
 
 
 def _plans(spacing_zyx, shape_zyx, target_inplane=None, modalities=("CT",), **overrides):
@@ -102,11 +103,13 @@ def test_normalisation_schemes():
     low, high = np.percentile(channel[channel != 0], [0.5, 99.5])
     assert window["low"] == pytest.approx(low) and window["high"] == pytest.approx(high)
     assert mr.min() == 0 and mr.max() == pytest.approx(1) and np.all(mr[0] == 0)
-    rgb, _ = normalize_channel(np.full((1, 2, 2), 51, np.float32), ChannelNormalization("rgb_scale", clip_low=0.0, clip_high=255.0))
+    rgb, _ = normalize_channel(np.full((1, 2, 2), 51, np.float32),
+                               ChannelNormalization("rgb_scale", clip_low=0.0, clip_high=255.0))
     assert np.allclose(rgb, 0.2)
     mm, _ = normalize_channel(np.array([[[2.0, 4.0, 6.0]]], np.float32), ChannelNormalization("minmax"))
     assert np.allclose(mm, [0, 0.5, 1])
-    flat, _ = normalize_channel(np.full((2, 3, 3), 7, np.float32), ChannelNormalization("percentile_clip_scale", percentiles=[0.5, 99.5]))
+    flat, _ = normalize_channel(np.full((2, 3, 3), 7, np.float32),
+                                ChannelNormalization("percentile_clip_scale", percentiles=[0.5, 99.5]))
     assert np.all(flat == 0)
 
 

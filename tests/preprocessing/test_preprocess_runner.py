@@ -17,7 +17,8 @@ from samdg.preprocessing.runner import preprocess_dataset
 
 @pytest.fixture
 def setup(samdg_roots):
-    raw = load_raw_dataset(make_ct_dataset(samdg_roots["raw"], num_cases=3, domains={"case0": "A", "case1": "A", "case2": "B"}))
+    raw = load_raw_dataset(make_ct_dataset(samdg_roots["raw"], num_cases=3,
+                                           domains={"case0": "A", "case1": "A", "case2": "B"}))
     plans = plan_experiment(compute_fingerprint(raw, progress=False), raw.json, gpu_memory_gb=24)
     plans = apply_overrides(plans, {"target_spacing": [2.5, 1.0, 1.0]})
     return raw, plans, samdg_roots["preprocessed"] / raw.name

@@ -7,8 +7,14 @@ import pytest
 import torch
 
 from samdg.planning.plans import ChannelMapping
-from samdg.preprocessing.sam_input import (fit_label_to_input, fit_to_input, restore_from_input, scaled_size,
-                                           slice_to_sam_channels, volume_to_sam_channels)
+from samdg.preprocessing.sam_input import (
+    fit_label_to_input,
+    fit_to_input,
+    restore_from_input,
+    scaled_size,
+    slice_to_sam_channels,
+    volume_to_sam_channels,
+)
 
 
 def _volume(channels=2, slices=4, h=5, w=7):
@@ -55,7 +61,8 @@ def test_volume_version_matches_the_slice_version_for_numpy_and_torch():
 def test_fit_to_input_keeps_the_aspect_ratio_and_pads_bottom_right():
     image = np.random.default_rng(0).random((3, 50, 100)).astype(np.float32)
     fitted, hw = fit_to_input(image, 64)
-    assert isinstance(fitted, np.ndarray) and fitted.shape == (3, 64, 64) and hw == (32, 64) == scaled_size((50, 100), 64)
+    assert isinstance(fitted, np.ndarray) and fitted.shape == (3, 64, 64)
+    assert hw == (32, 64) == scaled_size((50, 100), 64)
     assert np.all(fitted[:, 32:] == 0) and fitted[:, :32].std() > 0
     assert 0 <= fitted.min() and fitted.max() <= 1
     batch, hw = fit_to_input(torch.rand(2, 3, 30, 20), 60)

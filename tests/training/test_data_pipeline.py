@@ -36,7 +36,8 @@ def test_rank_shares_concatenate_to_the_global_batch(run):
     sampler = SliceSampler(run.cases, run.train_cases, 4, 0.5, seed=0)
     shares = [sampler.rank_batch(0, 7, rank, 2) for rank in range(2)]
     assert shares[0] + shares[1] == sampler.global_batch(0, 7)
-    batches = [SliceBatches(run.cases, sampler, run.plans.channel_mapping, 64, "default", None, rank, 2) for rank in range(2)]
+    batches = [SliceBatches(run.cases, sampler, run.plans.channel_mapping, 64, "default", None, rank, 2)
+               for rank in range(2)]
     single = SliceBatches(run.cases, sampler, run.plans.channel_mapping, 64, "default", None, 0, 1)[(0, 7)]
     both = [b[(0, 7)] for b in batches]
     assert torch.equal(torch.cat([b["image"] for b in both]), single["image"])  # augmentation included
