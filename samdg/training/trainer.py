@@ -29,9 +29,9 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from samdg.errors import SamdgError
-from samdg.planning.plans import Plans
 from samdg.models.methods import get_method, resolve_settings
 from samdg.models.params import count_parameters, count_trainable
+from samdg.planning.plans import Plans
 from samdg.training import checkpoint as ckpt
 from samdg.training.config import TrainingArgs, TrainingRun, model_defining_plan, plan_differences, resolve_run
 from samdg.training.distributed import (
