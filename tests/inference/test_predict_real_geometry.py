@@ -9,11 +9,10 @@
 
 from __future__ import annotations
 
-import json
-
 import nibabel as nib
 import numpy as np
 import pytest
+from real_ct_mr import PAIRS, write_real_pair
 
 from samdg.imageio import read_case, read_label
 from samdg.inference import Predictor
@@ -22,8 +21,6 @@ from samdg.labels import LabelSpec
 from samdg.preprocessing.pipeline import preprocess_case
 
 DATASET = "Dataset942_RealCTMR"
-PAIRS = {"ct": ("example_ct_sm", "example_seg"), "mr": ("example_mr_sm", "example_seg_mr")}
-SHARED_ORGANS = {1: 1, 2: 2, 3: 3, 5: 4}  # spleen, kidney_right, kidney_left, liver (same ids in CT and MR maps)
 
 
 @pytest.fixture(scope="module")
@@ -33,20 +30,7 @@ def real_pair(tmp_path_factory, shared_data):
 
     base = tmp_path_factory.mktemp("real942")
     raw = base / "raw" / DATASET
-    (raw / "imagesTr").mkdir(parents=True)
-    (raw / "labelsTr").mkdir()
-    for case, (image_name, label_name) in PAIRS.items():
-        (raw / "imagesTr" / f"{case}_0000.nii.gz").write_bytes((shared_data / f"{image_name}.nii.gz").read_bytes())
-        label = nib.load(shared_data / f"{label_name}.nii.gz")
-        values = np.asarray(label.dataobj)
-        reduced = np.zeros_like(values)
-        for old, new in SHARED_ORGANS.items():
-            reduced[values == old] = new
-        nib.save(nib.Nifti1Image(reduced, label.affine, label.header), raw / "labelsTr" / f"{case}.nii.gz")
-    (raw / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "image"}, "file_ending": ".nii.gz", "numTraining": 2,
-        "domains": {"ct": "CT", "mr": "MR"},
-        "labels": {"background": 0, "spleen": 1, "kidney_right": 2, "kidney_left": 3, "liver": 4}}))
+    write_real_pair(raw, shared_data)
     with pytest.MonkeyPatch.context() as patch:
         for kind in ("raw", "preprocessed", "results", "weights"):
             (base / kind).mkdir(exist_ok=True)

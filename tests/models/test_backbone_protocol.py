@@ -25,20 +25,6 @@ from samdg.models.backbones import (
 )
 from samdg.models.params import freeze, trainable_names
 
-VARIANTS = ["tiny_vit_test", "tiny_tinyvit_test"]
-
-
-@pytest.fixture(params=VARIANTS)
-def encoder(request):
-    torch.manual_seed(0)
-    return build_sam(request.param).image_encoder
-
-
-def _images(encoder, batch=2, seed=1):
-    size = encoder.config.input_size
-    return torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
-
-
 # --- stages ---------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("variant, ends", [
@@ -125,8 +111,8 @@ def _fill_slots(encoder):
                 block.parallel_mlp = ExpertMLP(stage.channels)
 
 
-def test_filled_slots_change_the_output_train_and_have_stable_names(encoder):
-    images = _images(encoder)
+def test_filled_slots_change_the_output_train_and_have_stable_names(encoder, make_images):
+    images = make_images(encoder)
     modality = torch.tensor([0, 1])
     with torch.no_grad():
         before = encoder(images)
@@ -183,12 +169,12 @@ def _fill_hooks(encoder):
 
 
 @pytest.mark.parametrize("checkpointing", [False, True])
-def test_hooks_see_channels_first_stage_outputs_in_order_and_share_the_context(encoder, checkpointing):
+def test_hooks_see_channels_first_stage_outputs_in_order_and_share_the_context(encoder, checkpointing, make_images):
     _fill_hooks(encoder)
     encoder.gradient_checkpointing = checkpointing
     stages = encoder.stages()
     context = {"domain": ["a", "b"]}
-    embedding, taps = encoder.forward_features(_images(encoder), ("stem",), context=context)
+    embedding, taps = encoder.forward_features(make_images(encoder), ("stem",), context=context)
     assert context["order"] == ["stem"] + [f"stage{i}" for i in range(len(stages))] + ["neck"]
     assert {"domain", "images", "stem", "stream"} <= set(context)
     assert encoder.stem_hook.shapes == [encoder.feature_shapes()["stem"]]
@@ -217,13 +203,13 @@ class CountingGate(ChannelGate):
         return super().forward(x, context)
 
 
-def test_gradient_checkpointing_recomputes_each_block_with_the_same_gradients(encoder):
+def test_gradient_checkpointing_recomputes_each_block_with_the_same_gradients(encoder, make_images):
     encoder.train()
     _fill_hooks(encoder)
     for stage in encoder.stages():
         for block in stage.blocks:
             block.input_adapter = CountingGate(stage.channels)
-    images = _images(encoder)
+    images = make_images(encoder)
     plain = copy.deepcopy(encoder)
     encoder.gradient_checkpointing = True
     grads = []
@@ -252,8 +238,8 @@ class PerImagePrompt(nn.Module):
         return KVTokens(torch.stack([a.key, b.key]), torch.stack([a.value, b.value]), None)
 
 
-def test_kv_prompts_change_the_output_receive_gradients_and_can_differ_per_image(encoder):
-    images = _images(encoder)
+def test_kv_prompts_change_the_output_receive_gradients_and_can_differ_per_image(encoder, make_images):
+    images = make_images(encoder)
     with torch.no_grad():
         before = encoder(images)
     prompts = encoder.attach_kv_prompts(
@@ -280,8 +266,8 @@ def test_kv_prompts_change_the_output_receive_gradients_and_can_differ_per_image
     assert not torch.allclose(per_image[0], with_shared[0], atol=1e-4)
 
 
-def test_kv_prompt_tokens_chosen_per_sample_by_modality(encoder):
-    images = _images(encoder, batch=3)
+def test_kv_prompt_tokens_chosen_per_sample_by_modality(encoder, make_images):
+    images = make_images(encoder, batch=3)
     modality = torch.tensor([1, 0, 1])
     chosen = encoder.attach_kv_prompts(lambda name, attention: KeyValuePrompt(
         attention.num_heads, attention.head_dim, num_tokens=2, select_by="modality", num_choices=2))

@@ -14,22 +14,9 @@ from samdg.models.backbones.attention import RelPosSdpaAttention, TinyViTAttenti
 from samdg.models.backbones.intensity import SAM_PIXEL_MEAN, SAM_PIXEL_STD, apply_intensity
 from samdg.models.params import count_parameters, count_trainable, freeze, trainable_names, unfreeze
 
-VARIANTS = ["tiny_vit_test", "tiny_tinyvit_test"]
 
-
-@pytest.fixture(params=VARIANTS)
-def encoder(request):
-    torch.manual_seed(0)
-    return build_sam(request.param).image_encoder
-
-
-def _images(encoder, batch=2, seed=1):
-    size = encoder.config.input_size
-    return torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
-
-
-def test_taps_have_the_announced_shapes(encoder):
-    images = _images(encoder)
+def test_taps_have_the_announced_shapes(encoder, make_images):
+    images = make_images(encoder)
     with torch.no_grad():
         embedding, features = encoder.forward_features(images, encoder.tap_names)
         plain = encoder(images)
@@ -51,9 +38,9 @@ def test_tinyvit_stage_taps_follow_litemedsams_layout():
     assert encoder.tap_names == ("stem", "stage0", "stage1", "stage2", "stage3")
 
 
-def test_bad_taps_and_image_sizes_are_refused(encoder):
+def test_bad_taps_and_image_sizes_are_refused(encoder, make_images):
     with pytest.raises(SamdgError, match="unknown feature tap.*available: stem"):
-        encoder.forward_features(_images(encoder), ("block99",))
+        encoder.forward_features(make_images(encoder), ("block99",))
     with pytest.raises(ValueError, match="expects images of shape"):
         encoder(torch.rand(1, 3, 32, 32))
 
@@ -118,21 +105,21 @@ def test_freeze_unfreeze_and_count_by_pattern():
         freeze(model, "image_encoder.adapter*")
 
 
-def test_frozen_batchnorm_keeps_its_running_statistics():
+def test_frozen_batchnorm_keeps_its_running_statistics(make_images):
     encoder = build_sam("tiny_tinyvit_test").image_encoder
     freeze(encoder)
     encoder.train()
     norms = [m for m in encoder.modules() if isinstance(m, nn.BatchNorm2d)]
     assert norms and not any(m.training for m in norms)
     before = norms[0].running_mean.clone()
-    encoder(_images(encoder))
+    encoder(make_images(encoder))
     torch.testing.assert_close(norms[0].running_mean, before)
     unfreeze(encoder, "patch_embed.*")
     encoder.train()
     assert norms[0].training
 
 
-def test_eval_mode_folds_batchnorm_without_changing_the_result():
+def test_eval_mode_folds_batchnorm_without_changing_the_result(make_images):
     encoder = build_sam("tiny_tinyvit_test").image_encoder
     with torch.no_grad():
         for module in encoder.modules():
@@ -140,7 +127,7 @@ def test_eval_mode_folds_batchnorm_without_changing_the_result():
                 module.running_mean.normal_()
                 module.running_var.uniform_(0.5, 2.0)
                 module.weight.normal_()
-        images = _images(encoder)
+        images = make_images(encoder)
         folded = encoder.eval()(images)
         for module in encoder.modules():  # reference: plain conv + BN in eval mode
             if hasattr(module, "bn") and isinstance(module.bn, nn.BatchNorm2d):
@@ -150,7 +137,7 @@ def test_eval_mode_folds_batchnorm_without_changing_the_result():
     torch.testing.assert_close(folded, plain, atol=1e-5, rtol=1e-5)
 
 
-def test_intensity_conventions():
+def test_intensity_conventions(make_images):
     grey = torch.full((1, 3, 4, 4), 0.5)
     expected = (127.5 - torch.tensor(SAM_PIXEL_MEAN)) / torch.tensor(SAM_PIXEL_STD)
     torch.testing.assert_close(apply_intensity(grey, "sam_meanstd_255")[0, :, 0, 0], expected)
@@ -160,7 +147,7 @@ def test_intensity_conventions():
     with pytest.raises(SamdgError, match="unknown intensity convention 'hu'"):
         apply_intensity(grey, "hu")
     encoder = build_sam("tiny_vit_test").image_encoder
-    images = _images(encoder)
+    images = make_images(encoder)
     with torch.no_grad():
         sam_style = encoder(images)
         encoder.intensity = "unit_range"

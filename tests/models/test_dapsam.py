@@ -20,16 +20,6 @@ TINY = ("tiny_vit_test", "tiny_tinyvit_test")
 SPEC = LabelSpec.from_dataset_json({"background": 0, "organ": 1, "lesion": 2})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one intra-op thread is faster, and immune to the spinning of idle OpenMP threads
-    when other processes share the cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def make_dapsam(variant: str, seed: int = 0, input_size: int | None = None, **settings):
     torch.manual_seed(seed)
     sam = build_sam(variant, pretrained=False, input_size=input_size)

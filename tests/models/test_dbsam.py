@@ -21,14 +21,6 @@ TINY = ("tiny_vit_test", "tiny_tinyvit_test")
 SPEC = LabelSpec.from_dataset_json({"background": 0, "organ": 1, "lesion": 2})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def make_dbsam(variant: str, seed: int = 0, **settings):
     torch.manual_seed(seed)
     method = build_method("dbsam", build_sam(variant, pretrained=False), settings, SPEC)

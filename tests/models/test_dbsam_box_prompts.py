@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 
 from samdg.labels import LabelSpec
@@ -14,14 +13,6 @@ from samdg.models.layers.sam_decoding import box_prompts, decode_masks
 from samdg.models.methods import build_method
 
 SPEC = LabelSpec.from_dataset_json({"background": 0, "organ": 1, "lesion": 2})
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def label_maps(size: int = 128) -> torch.Tensor:

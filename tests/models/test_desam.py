@@ -25,16 +25,6 @@ SPEC = LabelSpec.from_dataset_json({"background": 0, "organ": 1, "lesion": 2})
 NARROW = {"decoder_widths": [16, 8, 8], "grid_points_per_side": 3}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tiny models are dominated by per-op overhead; with two intra-op threads on a busy two-core machine
-    every op waits for a descheduled thread (measured: 20x slower steps). Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_desam(variant: str = "tiny_tinyvit_test", seed: int = 0, spec: LabelSpec = SPEC, **settings):
     torch.manual_seed(seed)
     sam = build_sam(variant, pretrained=False)

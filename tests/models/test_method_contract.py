@@ -26,15 +26,6 @@ SPEC = LabelSpec.from_dataset_json({"background": 0, "organ": 1, "lesion": 2})
 CASES = [(method, variant) for method in list_methods() for variant in TEST_VARIANTS]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models are dominated by per-op overhead: one intra-op thread is faster on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_batch(size: int, batch: int = 2) -> dict:
     generator = torch.Generator().manual_seed(3)
     target = torch.zeros(batch, size, size, dtype=torch.long)

@@ -147,3 +147,15 @@ def fingerprint_stub(spacings, shapes, modalities=("CT",), is_2d=False, channel_
 def stub_dataset_json(modalities=("CT",)) -> dict:
     return {"channel_names": {str(c): m for c, m in enumerate(modalities)},
             "labels": {"background": 0, "organ": 1, "bone": 2}, "file_ending": ".nii.gz"}
+
+
+def run_plan_and_preprocess(capsys, *args) -> tuple[int, str, str]:
+    """``samdg_plan_and_preprocess ARGS`` -> (exit code, stdout, stderr), whether it returns or exits."""
+    from samdg.cli.plan_and_preprocess import main
+
+    try:
+        code = main(list(args))
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

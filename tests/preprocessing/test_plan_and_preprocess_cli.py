@@ -10,18 +10,9 @@ import sys
 import numpy as np
 import pytest
 from raw_builders import make_ct_dataset, make_png_dataset
+from raw_builders import run_plan_and_preprocess as _run
 
-from samdg.cli.plan_and_preprocess import main
 from samdg.planning.plans import Plans
-
-
-def _run(capsys, *args) -> tuple[int, str, str]:
-    try:
-        code = main(list(args))
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_plans_and_preprocesses_two_datasets(samdg_roots, capsys):

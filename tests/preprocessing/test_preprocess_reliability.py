@@ -6,17 +6,7 @@ import json
 
 import numpy as np
 from raw_builders import make_ct_dataset, make_mr_dataset, save_nifti
-
-from samdg.cli.plan_and_preprocess import main
-
-
-def _run(capsys, *args) -> tuple[int, str, str]:
-    try:
-        code = main(list(args))
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from raw_builders import run_plan_and_preprocess as _run
 
 
 def test_a_truncated_or_damaged_array_is_redone_by_a_plain_rerun(samdg_roots, capsys):

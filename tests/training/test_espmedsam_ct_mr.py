@@ -3,40 +3,20 @@
 
 from __future__ import annotations
 
-import json
-
 import nibabel as nib
 import numpy as np
+from real_ct_mr import write_real_pair
 
 from samdg.cli import plan_and_preprocess, predict
 from samdg.cli.train import main as train_main
 from samdg.training.checkpoint import load_checkpoint
 
 DATASET = "Dataset943_EspCTMR"
-PAIRS = {"ct": ("example_ct_sm", "example_seg"), "mr": ("example_mr_sm", "example_seg_mr")}
-SHARED_ORGANS = {1: 1, 2: 2, 3: 3, 5: 4}  # spleen, kidney_right, kidney_left, liver (same ids in CT and MR maps)
-
-
-def write_raw_pair(raw, shared_data) -> None:
-    (raw / "imagesTr").mkdir(parents=True)
-    (raw / "labelsTr").mkdir()
-    for case, (image_name, label_name) in PAIRS.items():
-        (raw / "imagesTr" / f"{case}_0000.nii.gz").write_bytes((shared_data / f"{image_name}.nii.gz").read_bytes())
-        label = nib.load(shared_data / f"{label_name}.nii.gz")
-        values = np.asarray(label.dataobj)
-        reduced = np.zeros_like(values)
-        for old, new in SHARED_ORGANS.items():
-            reduced[values == old] = new
-        nib.save(nib.Nifti1Image(reduced, label.affine, label.header), raw / "labelsTr" / f"{case}.nii.gz")
-    (raw / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "image"}, "file_ending": ".nii.gz", "numTraining": 2,
-        "domains": {"ct": "CT", "mr": "MR"},
-        "labels": {"background": 0, "spleen": 1, "kidney_right": 2, "kidney_left": 3, "liver": 4}}))
 
 
 def test_train_on_ct_with_domain_controllers_and_predict_mr(samdg_roots, shared_data, tmp_path):
     raw = samdg_roots["raw"] / DATASET
-    write_raw_pair(raw, shared_data)
+    write_real_pair(raw, shared_data)
     assert plan_and_preprocess.main(["-d", DATASET, "--variant", "tiny_vit_test", "-np", "1", "--no_pbar"]) == 0
     assert train_main([DATASET, "espmedsam", "all", "--source-domains", "CT", "--device", "cpu", "--epochs", "1",
                        "--iters-per-epoch", "1", "--batch-size", "2", "--num-workers", "0", "--no-pbar",
