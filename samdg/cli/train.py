@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--c", dest="continue_training", action="store_true",
                         help="continue from this fold's last checkpoint")
     parser.add_argument("--embedding-cache", choices=CACHE_MODES, default="off",
-                        help="cache frozen-encoder features: memory or disk (needs training.augmentation=none); "
+                        help="cache frozen-encoder features: memory or disk (augmented: K views per slice); "
                              "default off")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="change a plans entry for this run, e.g. training.augmentation=none or "
