@@ -39,6 +39,7 @@ from samdg.paths import (
     resolve_dataset_name,
     results_dataset_dir,
 )
+from samdg.training.results import run_length_note
 from samdg.training.splits import domain_tag, load_or_create_splits, parse_fold, select_cases
 from samdg.utils.files import atomic_write_json, load_json, make_folder
 
@@ -219,11 +220,8 @@ def _reuse_note(fold_dir: Path, request: TrainRequest) -> str:
     from the one asked for (nnU-Net's debug.json records it); '' otherwise."""
     debug_file = fold_dir / "debug.json"
     trained = load_json(debug_file) if debug_file.is_file() else {}
-    asked = (("epochs", "num_epochs", request.epochs),
-             ("iterations per epoch", "num_iterations_per_epoch", request.iters_per_epoch))
-    differences = [f"{name} {trained.get(key)} (asked {wanted})" for name, key, wanted in asked
-                   if wanted is not None and str(trained.get(key)) != str(wanted)]
-    return f" (trained with {', '.join(differences)}; delete the folder to retrain)" if differences else ""
+    return run_length_note(trained.get("num_epochs"), trained.get("num_iterations_per_epoch"), request.epochs,
+                           request.iters_per_epoch)
 
 
 def train_model(request: TrainRequest, log: Callable[[str], None] = print) -> tuple[Path, str]:

@@ -102,6 +102,7 @@ def _reuse_note(fold_dir: Path, settings: BenchmarkSettings, dataset_name: str, 
     """
     from samdg.planning.plans import Plans
     from samdg.training.config import model_defining_plan, plan_differences, plans_for_method
+    from samdg.training.results import run_length_note
 
     plans_file, args_file = fold_dir / "plans.json", fold_dir / "training_args.json"
     if not plans_file.is_file() or not args_file.is_file():
@@ -116,11 +117,8 @@ def _reuse_note(fold_dir: Path, settings: BenchmarkSettings, dataset_name: str, 
         raise SamdgError(f"{fold_dir}: the model there was trained with {'; '.join(differences)}; delete the folder "
                          "to retrain, or benchmark into another SAMDG_results")
     trained = load_json(args_file)
-    asked = (("epochs", "epochs_resolved", settings.epochs),
-             ("iterations per epoch", "iters_per_epoch_resolved", settings.iters_per_epoch))
-    differences = [f"{name} {trained.get(key)} (asked {wanted})" for name, key, wanted in asked
-                   if wanted is not None and trained.get(key) != wanted]
-    return f" (trained with {', '.join(differences)}; delete the folder to retrain)" if differences else ""
+    return run_length_note(trained.get("epochs_resolved"), trained.get("iters_per_epoch_resolved"), settings.epochs,
+                           settings.iters_per_epoch)
 
 
 def predict_and_evaluate(settings: BenchmarkSettings, raw: RawDataset, plan: ModelPlan, fold_dir: Path,

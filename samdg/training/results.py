@@ -53,3 +53,13 @@ def fold_folder_in_use(fold_dir: Path, is_main: bool = True) -> Iterator[None]:
         for folder in (fold_dir, fold_dir / "validation"):
             remove_stale_temp_files(folder)
         yield
+
+
+def run_length_note(trained_epochs, trained_iterations, asked_epochs: int | None,
+                    asked_iterations: int | None) -> str:
+    """`` (trained with epochs 1 (asked 5); delete the folder to retrain)`` when a reused model's run length differs
+    from the one asked for (None = not asked); '' otherwise. Values are compared as text (records may hold strings)."""
+    asked = (("epochs", trained_epochs, asked_epochs), ("iterations per epoch", trained_iterations, asked_iterations))
+    differences = [f"{name} {trained} (asked {wanted})" for name, trained, wanted in asked
+                   if wanted is not None and str(trained) != str(wanted)]
+    return f" (trained with {', '.join(differences)}; delete the folder to retrain)" if differences else ""
