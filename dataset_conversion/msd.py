@@ -23,9 +23,10 @@ from typing import Sequence
 
 import numpy as np
 
+from dataset_conversion.common import check_target, load_nifti
 from samdg.cli.common import entry_point
 from samdg.errors import SamdgError
-from samdg.paths import dataset_folder_name, preprocessed_root, raw_root, results_root
+from samdg.paths import dataset_folder_name, raw_root
 from samdg.utils.files import atomic_path, atomic_write_json, load_json
 from samdg.utils.pool import run_parallel
 
@@ -59,15 +60,6 @@ def _case_files(folder: Path) -> dict[str, Path]:
     return files
 
 
-def _load(path: Path):
-    import nibabel as nib
-
-    try:
-        return nib.load(str(path))
-    except Exception as error:  # nibabel raises many types for damaged files
-        raise SamdgError(f"{path}: cannot be read as NIfTI ({error})") from None
-
-
 def _copy_as_nii_gz(source: Path, destination: Path) -> None:
     if source.name.endswith(".nii.gz"):
         with atomic_path(destination) as tmp:
@@ -75,7 +67,7 @@ def _copy_as_nii_gz(source: Path, destination: Path) -> None:
         return
     import nibabel as nib
 
-    image = _load(source)
+    image = load_nifti(source)
     with atomic_path(destination) as tmp:
         nib.save(nib.Nifti1Image(image.dataobj, image.affine, header=image.header), str(tmp))
 
@@ -84,7 +76,7 @@ def _split_channels(source: Path, destinations: list[Path]) -> None:
     """One 4D NIfTI (I,J,K,C) -> C 3D files with the same affine, 3D zooms and header fields."""
     import nibabel as nib
 
-    image = _load(source)
+    image = load_nifti(source)
     volume = np.asanyarray(image.dataobj)  # one pass over the gzip stream, then cheap slices
     for channel, destination in enumerate(destinations):
         if destination.is_file():
@@ -103,7 +95,7 @@ def _convert_image(job: tuple[str, list[str]]) -> None:
     source, destinations = Path(job[0]), [Path(p) for p in job[1]]
     if all(d.is_file() for d in destinations):
         return
-    shape = _load(source).shape
+    shape = load_nifti(source).shape
     if len(shape) == 4 and shape[3] == len(destinations):
         _split_channels(source, destinations)
     elif len(destinations) == 1 and (len(shape) == 3 or (len(shape) == 4 and shape[3] == 1)):
@@ -127,23 +119,6 @@ def _convert_labels_json(labels: dict, source: Path) -> dict[str, int]:
         raise SamdgError(f"{source}: 'labels' must map integer strings to names, "
                          f"like {{\"0\": \"background\"}}") from None
     return {name: value for value, name in pairs}
-
-
-def _check_target(dataset_id: int, folder_name: str) -> None:
-    """The id must not belong to another dataset; our own unfinished (or finished) conversion may be resumed."""
-    prefix = f"Dataset{dataset_id:03d}_"
-    clashes = set()
-    for root in (raw_root(), preprocessed_root(), results_root()):
-        if root.is_dir():
-            clashes.update(p.name for p in root.iterdir()
-                           if p.is_dir() and p.name.startswith(prefix) and p.name != folder_name)
-    if clashes:
-        raise SamdgError(f"dataset id {dataset_id} is already taken by {', '.join(sorted(clashes))}; choose a free id "
-                         "with -overwrite_id N")
-    existing_json = raw_root() / folder_name / "dataset.json"
-    if existing_json.is_file() and load_json(existing_json).get("converted_by") != CONVERTED_BY:
-        raise SamdgError(f"{existing_json.parent}: already exists and was not made by {CONVERTED_BY}; choose another "
-                         "id with -overwrite_id N")
 
 
 def _load_domains(path: Path, case_ids: list[str]) -> dict[str, str]:
@@ -177,7 +152,7 @@ def convert_msd_dataset(source_folder: str | Path, overwrite_id: int | None = No
     else:
         dataset_id, name = parse_task_name(source.name)
     folder_name = dataset_folder_name(dataset_id, name)
-    _check_target(dataset_id, folder_name)
+    check_target(dataset_id, folder_name, CONVERTED_BY, id_option="-overwrite_id")
     target = raw_root() / folder_name
 
     msd_json = load_json(source / "dataset.json")

@@ -1,0 +1,200 @@
+"""What every ``samdg_convert_<dataset>`` command shares: the target folder, atomic resumable writing, the
+one-line errors for a download that is not as expected, ``dataset.json`` with a ``domains`` map, and the domain
+table printed at the end.
+
+A converter knows its download's layout; this module knows samdg's. The usual shape of one::
+
+    target = prepare_target(args.dataset_id, "SAMLProstate", CONVERTED_BY)
+    for match, path in list_files(site_folder, CASE_NAME, "Case00.nii.gz, Case00_Segmentation.nii.gz"): ...
+    write_nifti(target / "imagesTr" / f"{case}_0000.nii.gz", volume, affine)   # skipped when already written
+    write_dataset_json(target, CONVERTED_BY, channel_names=..., labels=..., file_ending=".nii.gz", domains=...)
+    print(domain_table(target))
+
+Every output file is written atomically (temp file + rename), so a file that exists is whole; a rerun after an
+interruption skips it and writes only what is missing. ``dataset.json`` is written last: its presence marks a
+finished conversion. The input folder is only read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from samdg.errors import SamdgError, one_line
+from samdg.paths import dataset_folder_name, preprocessed_root, raw_root, results_root
+from samdg.utils.files import atomic_path, atomic_write_json, load_json, remove_stale_temp_files
+
+# Entries that archives and desktops add to any folder; never part of a dataset.
+_DEBRIS = re.compile(r"^(\..*|__MACOSX|Thumbs\.db|desktop\.ini)$", re.IGNORECASE)
+RGB_CHANNEL_NAMES = {"0": "R", "1": "G", "2": "B"}  # nnU-Net v2's natural-image convention: one _0000.png per case
+
+
+def converter_parser(prog: str, description: str, default_id: int, input_help: str) -> argparse.ArgumentParser:
+    """The options every converter has: ``-i`` (the download), ``-d`` (dataset id), ``-np`` (worker processes)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("-i", "--input", required=True, help=input_help)
+    parser.add_argument("-d", "--dataset-id", dest="dataset_id", type=int, default=default_id,
+                        help=f"dataset id of the output DatasetXXX_Name (default {default_id})")
+    parser.add_argument("-np", "--num-processes", dest="num_processes", type=int, default=2,
+                        help="worker processes (default 2)")
+    return parser
+
+
+def check_target(dataset_id: int, folder_name: str, converted_by: str, id_option: str = "-d") -> None:
+    """The id must not belong to another dataset; our own unfinished (or finished) conversion may be resumed.
+    ``id_option`` is the command's option that picks another id, for the hint."""
+    if dataset_id < 0:
+        raise SamdgError(f"dataset id must be a non-negative integer, got {dataset_id}")
+    prefix = f"Dataset{dataset_id:03d}_"
+    clashes = set()
+    for root in (raw_root(), preprocessed_root(), results_root()):
+        if root.is_dir():
+            clashes.update(p.name for p in root.iterdir()
+                           if p.is_dir() and p.name.startswith(prefix) and p.name != folder_name)
+    if clashes:
+        raise SamdgError(f"dataset id {dataset_id} is already taken by {', '.join(sorted(clashes))}; choose a free id "
+                         f"with {id_option} N")
+    existing_json = raw_root() / folder_name / "dataset.json"
+    if existing_json.is_file() and load_json(existing_json).get("converted_by") != converted_by:
+        raise SamdgError(f"{existing_json.parent}: already exists and was not made by {converted_by}; choose another "
+                         f"id with {id_option} N")
+
+
+def prepare_target(dataset_id: int, name: str, converted_by: str) -> Path:
+    """``$SAMDG_raw/DatasetXXX_name`` after :func:`check_target`; temp files of a killed earlier run are removed."""
+    folder_name = dataset_folder_name(dataset_id, name)
+    check_target(dataset_id, folder_name, converted_by)
+    target = raw_root() / folder_name
+    for folder in (target, *(target.iterdir() if target.is_dir() else ())):
+        remove_stale_temp_files(folder)
+    return target
+
+
+def require(path: Path, expected: str) -> Path:
+    """``path`` itself if it exists; otherwise the one-line "missing" error, saying what should be there."""
+    if not path.exists():
+        raise SamdgError(f"{path}: missing; expected {expected}")
+    return path
+
+
+def unexpected(path: Path, expected: str) -> SamdgError:
+    """The one-line error for a file the converter does not know (raise it)."""
+    return SamdgError(f"{path}: unexpected file; expected {expected}")
+
+
+def list_files(folder: Path, pattern: re.Pattern, expected: str) -> list[tuple[re.Match, Path]]:
+    """(match, path) of every entry of ``folder``, whose name must match ``pattern`` (full match), in name order.
+
+    Any other entry (except archive and desktop debris: dot files, ``__MACOSX``, ``Thumbs.db``) is an
+    :func:`unexpected` file: a converter that silently skipped it could drop cases. ``expected`` describes the
+    names that belong there, for the message.
+    """
+    require(folder, expected)
+    found = []
+    for path in sorted(folder.iterdir()):
+        if _DEBRIS.match(path.name):
+            continue
+        match = pattern.fullmatch(path.name)
+        if match is None:
+            raise unexpected(path, expected)
+        found.append((match, path))
+    return found
+
+
+def _skip(destination: Path) -> bool:
+    return destination.is_file()  # atomic writes: a file that exists is complete
+
+
+def copy_file(source: Path, destination: Path) -> None:
+    if not _skip(destination):
+        with atomic_path(destination) as tmp:
+            shutil.copyfile(source, tmp)
+
+
+def load_nifti(path: Path):
+    """A nibabel image, or the one-line error naming ``path``."""
+    import nibabel as nib
+
+    try:
+        return nib.load(str(path))
+    except Exception as error:  # nibabel raises many types for damaged files
+        raise SamdgError(f"{path}: cannot be read as NIfTI ({one_line(error)})") from None
+
+
+def write_nifti(destination: Path, data: np.ndarray, affine: np.ndarray, header=None) -> None:
+    """(I,J,K) array + its 4x4 voxel-to-world affine -> ``destination`` (.nii.gz); the source header's fields
+    (units, descriptions) are kept when given, its shape and data type follow ``data``."""
+    if _skip(destination):
+        return
+    import nibabel as nib
+
+    image = nib.Nifti1Image(data, affine, header=header)
+    image.set_data_dtype(data.dtype)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    with atomic_path(destination) as tmp:
+        nib.save(image, str(tmp))
+
+
+def write_png(destination: Path, pixels: np.ndarray) -> None:
+    """(Y,X) grey/label or (Y,X,3) RGB uint8 pixels -> ``destination`` (.png, lossless)."""
+    if _skip(destination):
+        return
+    from PIL import Image
+
+    if pixels.dtype != np.uint8:
+        raise ValueError(f"write_png takes uint8 pixels, got {pixels.dtype}")
+    with atomic_path(destination) as tmp:
+        Image.fromarray(pixels).save(tmp, format="PNG")
+
+
+def write_dataset_json(target: Path, converted_by: str, *, channel_names: dict, labels: dict, file_ending: str,
+                       domains: dict[str, str], num_training: int, **extra) -> dict:
+    """Write ``dataset.json`` (last: it marks a finished conversion) and return it.
+
+    ``domains`` maps every case id, training and test, to its domain; ``extra`` adds keys such as
+    ``regions_class_order``, ``description``, ``licence`` or ``reference``.
+    """
+    dataset_json = {"channel_names": channel_names, "labels": labels, "numTraining": num_training,
+                    "file_ending": file_ending, **extra, "domains": domains, "converted_by": converted_by}
+    atomic_write_json(target / "dataset.json", dataset_json)
+    return dataset_json
+
+
+def _axis_range(values: list[tuple], fmt: str) -> str:
+    """Per-axis value (or min-max when the cases differ) joined with ' x '."""
+    parts = []
+    for axis in zip(*values):
+        low, high = min(axis), max(axis)
+        parts.append(format(low, fmt) if low == high else f"{format(low, fmt)}-{format(high, fmt)}")
+    return " x ".join(parts)
+
+
+def domain_table(target: Path) -> str:
+    """A Markdown table of the written dataset: per domain, training and test cases, spacing and shape as samdg
+    reads them (canonical Z x Y x X in mm and voxels; Y x X pixels for 2D images), min-max over the cases."""
+    from samdg.dataset.raw import load_raw_dataset
+    from samdg.imageio import read_header
+
+    raw = load_raw_dataset(target)
+    rows: dict[str, dict] = defaultdict(lambda: {"train": 0, "test": 0, "spacing": [], "shape": []})
+    for split, cases in (("train", raw.training_cases), ("test", raw.test_cases)):
+        for case in cases.values():
+            shape, geometry = read_header(case.image_paths[0])
+            row = rows[case.domain]
+            row[split] += 1
+            skip = 1 if geometry.is_2d else 0  # the dummy axis of a 2D image says nothing
+            row["spacing"].append(tuple(geometry.spacing)[skip:])
+            row["shape"].append(tuple(shape)[skip:])
+    lines = [f"{target.name}: {len(raw.training_cases)} training and {len(raw.test_cases)} test cases",
+             "| domain | train | test | spacing (mm) | shape |", "|---|---|---|---|---|"]
+    for domain in sorted(rows):
+        row = rows[domain]
+        lines.append(f"| {domain} | {row['train']} | {row['test']} | {_axis_range(row['spacing'], '.3g')} | "
+                     f"{_axis_range(row['shape'], 'd')} |")
+    return "\n".join(lines)
