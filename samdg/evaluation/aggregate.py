@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from samdg.evaluation.metrics import METRIC_NAMES
+from samdg.evaluation.paper_metrics import PAPER_METRIC_NAMES
 from samdg.labels import LabelSpec
 from samdg.utils.nan import nan_mean, nan_to_none
 
@@ -22,7 +23,8 @@ PER_CASE_COLUMNS = (
 COUNT_COLUMNS = ("n_valid_dice", "n_valid_surface", "n_both_empty", "n_missed", "n_false_positive")
 # summary.json uses nnU-Net's metric names where they exist, so scripts written for nnU-Net summaries keep working
 SUMMARY_NAMES = {"dice": "Dice", "iou": "IoU", "hd95_mm": "HD95_mm", "assd_mm": "ASSD_mm", "tp": "TP", "fp": "FP",
-                 "fn": "FN", "tn": "TN", "n_ref": "n_ref", "n_pred": "n_pred"}
+                 "fn": "FN", "tn": "TN", "n_ref": "n_ref", "n_pred": "n_pred",
+                 **{name: name for name in PAPER_METRIC_NAMES}}
 
 
 def label_key(values: tuple[int, ...]) -> str:
@@ -32,23 +34,35 @@ def label_key(values: tuple[int, ...]) -> str:
 
 def per_case_frame(case_results: Iterable[dict], spec: LabelSpec, domains: dict[str, str],
                    default_domain: str) -> pd.DataFrame:
-    """One row per case and class with the columns of ``PER_CASE_COLUMNS`` (label = the class name)."""
+    """One row per case and class with the columns of ``PER_CASE_COLUMNS`` (label = the class name), then the
+    ``paper_*`` columns when the cases were evaluated with the papers' metrics."""
+    case_results = list(case_results)
+    paper = [m for m in PAPER_METRIC_NAMES
+             if any(m in per_label for r in case_results for per_label in r["metrics"].values())]
+    columns = [*PER_CASE_COLUMNS, *paper]
     rows = []
     for result in case_results:
         domain = domains.get(result["case"], default_domain)
         for name, values in zip(spec.names, spec.classes):
             metrics = result["metrics"][label_key(values)]
-            values = {column: metrics[column] for column in PER_CASE_COLUMNS[3:]}
+            values = {column: metrics[column] for column in columns[3:]}
             rows.append({"case": result["case"], "domain": domain, "label": name, **values})
-    return pd.DataFrame(rows, columns=list(PER_CASE_COLUMNS))
+    return pd.DataFrame(rows, columns=columns)
+
+
+def metric_columns(per_case: pd.DataFrame) -> list[str]:
+    """The metrics of a per-case frame: the whole-volume ones, then any ``paper_*`` ones it holds."""
+    return [*METRIC_NAMES, *(m for m in PAPER_METRIC_NAMES if m in per_case.columns)]
 
 
 def group_statistics(per_case: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Mean/std of each metric and the empty-mask counts per group (``by`` e.g. ["domain", "label"]).
 
     Columns: ``*by``, n_cases, ``<metric>_mean``, ``<metric>_std`` for dice, iou, hd95_mm, assd_mm, then the counts
-    n_valid_dice, n_valid_surface, n_both_empty, n_missed, n_false_positive. Groups keep first-seen order.
+    n_valid_dice, n_valid_surface, n_both_empty, n_missed, n_false_positive, then mean and std of any ``paper_*``
+    metric of the frame. Groups keep first-seen order.
     """
+    paper = metric_columns(per_case)[len(METRIC_NAMES):]
     rows = []
     for keys, group in per_case.groupby(by, sort=False):
         keys = keys if isinstance(keys, tuple) else (keys,)
@@ -59,8 +73,12 @@ def group_statistics(per_case: pd.DataFrame, by: list[str]) -> pd.DataFrame:
             row[f"{metric}_mean"] = nan_mean(values)
             row[f"{metric}_std"] = _nanstd(values)
         row.update(_empty_counts(group))
+        for metric in paper:
+            values = group[metric].to_numpy(dtype=float)
+            row[f"{metric}_mean"], row[f"{metric}_std"] = nan_mean(values), _nanstd(values)
         rows.append(row)
-    columns = [*by, "n_cases", *(f"{m}_{s}" for m in METRIC_NAMES for s in ("mean", "std")), *COUNT_COLUMNS]
+    columns = [*by, "n_cases", *(f"{m}_{s}" for m in METRIC_NAMES for s in ("mean", "std")), *COUNT_COLUMNS,
+               *(f"{m}_{s}" for m in paper for s in ("mean", "std"))]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -77,7 +95,7 @@ def build_summary(per_case: pd.DataFrame, case_results: list[dict], spec: LabelS
     groups = sorted(per_case.groupby("domain"), key=lambda item: item[0])
     per_domain = {domain: _block(group, keys) for domain, group in groups}
     domain_mean = {key: {SUMMARY_NAMES[m]: nan_mean([d["mean"][key][SUMMARY_NAMES[m]] for d in per_domain.values()])
-                         for m in METRIC_NAMES} for key in keys.values()}
+                         for m in metric_columns(per_case)} for key in keys.values()}
     by_file = {r["case"]: r for r in case_results}
     domain_of = dict(zip(per_case["case"], per_case["domain"]))
     metric_per_case = [{
@@ -105,17 +123,19 @@ def build_summary(per_case: pd.DataFrame, case_results: list[dict], spec: LabelS
 def _block(per_case: pd.DataFrame, keys: dict[str, str]) -> dict[str, Any]:
     """foreground_mean / mean / std / counts over the rows of one group of cases (all cases or one domain)."""
     mean, std, counts = {}, {}, {}
+    paper = metric_columns(per_case)[len(METRIC_NAMES):]
     for name, key in keys.items():
         rows = per_case[per_case["label"] == name]
-        mean[key] = {SUMMARY_NAMES[c]: nan_mean(rows[c].to_numpy(dtype=float)) for c in PER_CASE_COLUMNS[3:]}
-        std[key] = {SUMMARY_NAMES[m]: _nanstd(rows[m].to_numpy(dtype=float)) for m in METRIC_NAMES}
+        mean[key] = {SUMMARY_NAMES[c]: nan_mean(rows[c].to_numpy(dtype=float)) for c in [*PER_CASE_COLUMNS[3:], *paper]}
+        std[key] = {SUMMARY_NAMES[m]: _nanstd(rows[m].to_numpy(dtype=float)) for m in [*METRIC_NAMES, *paper]}
         counts[key] = {"n_cases": len(rows), **_empty_counts(rows)}
     return {"foreground_mean": _foreground_mean(mean), "mean": mean, "std": std, "counts": counts}
 
 
 def _foreground_mean(mean: dict[str, dict[str, float]]) -> dict[str, float]:
     """Mean over labels of the per-label means, skipping labels whose mean is NaN (unlike nnU-Net's np.mean)."""
-    names = [SUMMARY_NAMES[m] for m in METRIC_NAMES]
+    names = [SUMMARY_NAMES[m] for m in (*METRIC_NAMES, *PAPER_METRIC_NAMES)
+             if all(SUMMARY_NAMES[m] in per_label for per_label in mean.values())]
     return {name: nan_mean([per_label[name] for per_label in mean.values()]) for name in names}
 
 

@@ -16,6 +16,7 @@ from samdg.errors import SamdgError
 from samdg.evaluation import aggregate
 from samdg.evaluation.inputs import check_folders, detect_file_ending, pair_files, reference_files
 from samdg.evaluation.metrics import compute_metrics
+from samdg.evaluation.paper_metrics import INFLATION_NOTE, compute_paper_metrics
 from samdg.labels import LabelSpec
 from samdg.utils.files import atomic_path, atomic_write_json
 from samdg.utils.pool import run_parallel
@@ -45,7 +46,7 @@ def read_pair(reference_file: str | Path,
 
 
 def evaluate_arrays(reference: np.ndarray, prediction: np.ndarray, spacing: Sequence[float],
-                    spec: LabelSpec) -> dict[str, dict]:
+                    spec: LabelSpec, paper_metrics: bool = False) -> dict[str, dict]:
     """Metrics of every class of ``spec`` for one case.
 
     Args:
@@ -53,9 +54,11 @@ def evaluate_arrays(reference: np.ndarray, prediction: np.ndarray, spacing: Sequ
         spacing: voxel size in mm per array axis.
         spec: classes to evaluate; a region is the union of its label values; voxels where the reference holds the
             ignore label are left out of everything.
+        paper_metrics: also the papers' inflated Dice variants (:mod:`samdg.evaluation.paper_metrics`).
 
     Returns:
-        ``{label_key: {dice, iou, hd95_mm, assd_mm, n_ref, n_pred, tp, fp, fn, tn}}`` with nnU-Net's label keys.
+        ``{label_key: {dice, iou, hd95_mm, assd_mm, n_ref, n_pred, tp, fp, fn, tn}}`` with nnU-Net's label keys
+        (plus ``paper_dice_fg_slices`` and ``paper_dice_per_image`` with ``paper_metrics``).
     """
     valid = None if spec.ignore_label is None else reference != spec.ignore_label
     results = {}
@@ -63,11 +66,13 @@ def evaluate_arrays(reference: np.ndarray, prediction: np.ndarray, spacing: Sequ
         reference_mask = np.isin(reference, values)
         prediction_mask = np.isin(prediction, values)
         results[aggregate.label_key(values)] = compute_metrics(reference_mask, prediction_mask, spacing, valid)
+        if paper_metrics:
+            results[aggregate.label_key(values)].update(compute_paper_metrics(reference_mask, prediction_mask, valid))
     return results
 
 
 def evaluate_case(reference_file: str | Path, prediction_file: str | Path, spec: LabelSpec,
-                  case: str | None = None) -> dict[str, Any]:
+                  case: str | None = None, paper_metrics: bool = False) -> dict[str, Any]:
     """Read and evaluate one case -> ``{case, reference_file, prediction_file, spacing, metrics}``.
 
     A value that ``spec`` does not declare, in either file, is an error: it would silently count as background
@@ -85,7 +90,7 @@ def evaluate_case(reference_file: str | Path, prediction_file: str | Path, spec:
         "reference_file": str(reference_file),
         "prediction_file": str(prediction_file),
         "spacing": list(spacing),
-        "metrics": evaluate_arrays(reference, prediction, spacing, spec),
+        "metrics": evaluate_arrays(reference, prediction, spacing, spec, paper_metrics),
     }
 
 
@@ -109,7 +114,7 @@ def evaluate_folders(reference_dir: str | Path | dict[str, Path], prediction_dir
                      domains: dict[str, str] | None = None, output_dir: str | Path | None = None,
                      num_processes: int = 2, file_ending: str | None = None, allow_missing: bool = False,
                      progress: bool = True,
-                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                     extra: dict[str, Any] | None = None, paper_metrics: bool = False) -> dict[str, Any]:
     """Evaluate every reference case that has a prediction; write the three output files; return the summary.
 
     Args:
@@ -124,6 +129,8 @@ def evaluate_folders(reference_dir: str | Path | dict[str, Path], prediction_dir
         allow_missing: skip (and report) references without a prediction instead of raising.
         progress: show a tqdm progress bar.
         extra: additional top-level entries for summary.json (e.g. the dataset.json used).
+        paper_metrics: add the papers' Dice variants as extra columns (``paper_*``), with a note in summary.json
+            that they inflate Dice; the whole-volume metrics are unchanged.
 
     Returns:
         The summary dict as written to summary.json (schema in documentation/evaluation.md).
@@ -156,7 +163,7 @@ def evaluate_folders(reference_dir: str | Path | dict[str, Path], prediction_dir
         files = [path for _, ref, pred in pairing.pairs for path in (ref, pred)]
         found = run_parallel(present_labels, files, num_processes, progress, "reading labels")
         label_spec = spec_from_values({v for values in found for v in values})
-    tasks = [(ref, pred, label_spec, case) for case, ref, pred in pairing.pairs]
+    tasks = [(ref, pred, label_spec, case, paper_metrics) for case, ref, pred in pairing.pairs]
     case_results = list(run_parallel(_evaluate_job, tasks, num_processes, progress, "evaluating",
                                      names=[case for case, _, _ in pairing.pairs], ordered=True))
 
@@ -169,6 +176,7 @@ def evaluate_folders(reference_dir: str | Path | dict[str, Path], prediction_dir
         "file_ending": file_ending,
         "ignore_label": label_spec.ignore_label,
         **(extra or {}),
+        **({"paper_metrics_note": INFLATION_NOTE} if paper_metrics else {}),
         "skipped": {"missing_prediction": pairing.missing_predictions,
                     "no_reference": pairing.unreferenced_predictions},
     }
@@ -185,5 +193,5 @@ def write_outputs(output_dir: Path, per_case, per_domain, summary: dict) -> None
     atomic_write_json(output_dir / SUMMARY_FILE, summary)
 
 
-def _evaluate_job(job: tuple[Path, Path, LabelSpec, str]) -> dict[str, Any]:
+def _evaluate_job(job: tuple[Path, Path, LabelSpec, str, bool]) -> dict[str, Any]:
     return evaluate_case(*job)
