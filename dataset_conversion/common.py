@@ -34,10 +34,12 @@ _DEBRIS = re.compile(r"^(\..*|__MACOSX|Thumbs\.db|desktop\.ini)$", re.IGNORECASE
 RGB_CHANNEL_NAMES = {"0": "R", "1": "G", "2": "B"}  # nnU-Net v2's natural-image convention: one _0000.png per case
 
 
-def converter_parser(prog: str, description: str, default_id: int, input_help: str) -> argparse.ArgumentParser:
-    """The options every converter has: ``-i`` (the download), ``-d`` (dataset id), ``-np`` (worker processes)."""
+def converter_parser(prog: str, description: str, default_id: int, input_help: str,
+                     input_nargs: str | None = None) -> argparse.ArgumentParser:
+    """The options every converter has: ``-i`` (the download; ``input_nargs="+"`` for several), ``-d`` (dataset
+    id), ``-np`` (worker processes)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("-i", "--input", required=True, help=input_help)
+    parser.add_argument("-i", "--input", required=True, nargs=input_nargs, help=input_help)
     parser.add_argument("-d", "--dataset-id", dest="dataset_id", type=int, default=default_id,
                         help=f"dataset id of the output DatasetXXX_Name (default {default_id})")
     parser.add_argument("-np", "--num-processes", dest="num_processes", type=int, default=2,
