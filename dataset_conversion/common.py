@@ -112,12 +112,6 @@ def _skip(destination: Path) -> bool:
     return destination.is_file()  # atomic writes: a file that exists is complete
 
 
-def copy_file(source: Path, destination: Path) -> None:
-    if not _skip(destination):
-        with atomic_path(destination) as tmp:
-            shutil.copyfile(source, tmp)
-
-
 def load_nifti(path: Path):
     """A nibabel image, or the one-line error naming ``path``."""
     import nibabel as nib
@@ -126,6 +120,27 @@ def load_nifti(path: Path):
         return nib.load(str(path))
     except Exception as error:  # nibabel raises many types for damaged files
         raise SamdgError(f"{path}: cannot be read as NIfTI ({one_line(error)})") from None
+
+
+def copy_file(source: Path, destination: Path) -> None:
+    """``source`` -> ``destination`` byte for byte."""
+    if not _skip(destination):
+        with atomic_path(destination) as tmp:
+            shutil.copyfile(source, tmp)
+
+
+def copy_as_nii_gz(source: Path, destination: Path) -> None:
+    """A NIfTI file -> ``destination`` (.nii.gz): ``.nii.gz`` byte for byte, ``.nii`` compressed, header kept."""
+    if _skip(destination):
+        return
+    if source.name.endswith(".nii.gz"):
+        copy_file(source, destination)
+        return
+    import nibabel as nib
+
+    image = load_nifti(source)
+    with atomic_path(destination) as tmp:
+        nib.save(nib.Nifti1Image(image.dataobj, image.affine, header=image.header), str(tmp))
 
 
 def write_nifti(destination: Path, data: np.ndarray, affine: np.ndarray, header=None) -> None:

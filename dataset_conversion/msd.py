@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
 import sys
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from dataset_conversion.common import check_target, load_nifti
+from dataset_conversion.common import check_target, copy_as_nii_gz, load_nifti
 from samdg.cli.common import entry_point
 from samdg.errors import SamdgError
 from samdg.paths import dataset_folder_name, raw_root
@@ -60,18 +59,6 @@ def _case_files(folder: Path) -> dict[str, Path]:
     return files
 
 
-def _copy_as_nii_gz(source: Path, destination: Path) -> None:
-    if source.name.endswith(".nii.gz"):
-        with atomic_path(destination) as tmp:
-            shutil.copyfile(source, tmp)
-        return
-    import nibabel as nib
-
-    image = load_nifti(source)
-    with atomic_path(destination) as tmp:
-        nib.save(nib.Nifti1Image(image.dataobj, image.affine, header=image.header), str(tmp))
-
-
 def _split_channels(source: Path, destinations: list[Path]) -> None:
     """One 4D NIfTI (I,J,K,C) -> C 3D files with the same affine, 3D zooms and header fields."""
     import nibabel as nib
@@ -99,7 +86,7 @@ def _convert_image(job: tuple[str, list[str]]) -> None:
     if len(shape) == 4 and shape[3] == len(destinations):
         _split_channels(source, destinations)
     elif len(destinations) == 1 and (len(shape) == 3 or (len(shape) == 4 and shape[3] == 1)):
-        _copy_as_nii_gz(source, destinations[0])
+        copy_as_nii_gz(source, destinations[0])
     else:
         raise SamdgError(f"{source}: shape {shape} does not hold the {len(destinations)} channel(s) declared in "
                          "dataset.json 'modality'")
@@ -108,7 +95,7 @@ def _convert_image(job: tuple[str, list[str]]) -> None:
 def _convert_label(job: tuple[str, list[str]]) -> None:
     destination = Path(job[1][0])
     if not destination.is_file():
-        _copy_as_nii_gz(Path(job[0]), destination)
+        copy_as_nii_gz(Path(job[0]), destination)
 
 
 def _convert_labels_json(labels: dict, source: Path) -> dict[str, int]:
