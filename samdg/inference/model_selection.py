@@ -11,7 +11,7 @@ together with one source selection (none = all domains); its folds are the fold 
   that select each.
 - Folds: ``-f`` picks them (``all`` = ``fold_all``); by default every numbered fold with the checkpoint is used
   (their probabilities are averaged), and ``fold_all`` when there is no numbered fold (nnU-Net's API skips
-  ``fold_all`` in its auto-detection, which breaks the common ``fold all`` workflow).
+  ``fold_all`` in its auto-detection, which breaks the common ``fold all`` workflow), else ``fold_first90``.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from typing import Sequence
 
 from samdg.errors import SamdgError
 from samdg.paths import resolve_dataset_name, results_root
-from samdg.training.splits import domain_tag, parse_domains
+from samdg.training.splits import ORDERED_HOLDOUT_FOLD, domain_tag, parse_domains
 
 DEFAULT_CHECKPOINT = "checkpoint_final.pth"
-_FOLD_FOLDER = re.compile(r"^fold_(\d+|all)(?:__(src-.+))?$")
+_FOLD_FOLDER = re.compile(rf"^fold_(\d+|all|{ORDERED_HOLDOUT_FOLD})(?:__(src-.+))?$")
 
 
 @dataclass(frozen=True)
@@ -78,12 +78,12 @@ class SelectedModel:
 
 
 def fold_id(fold: str | int) -> str:
-    """``0`` / ``"0"`` / ``"fold_0"`` -> ``"0"``; ``"all"`` -> ``"all"``."""
+    """``0`` / ``"0"`` / ``"fold_0"`` -> ``"0"``; ``"all"`` -> ``"all"``; ``"first90"`` -> ``"first90"``."""
     text = str(fold).strip()
     text = text[len("fold_"):] if text.startswith("fold_") else text
-    if text != "all" and not text.isdigit():
-        raise SamdgError(f"-f: '{fold}' is not a fold; use fold numbers (0 1 2 ...) or 'all'")
-    return str(int(text)) if text.isdigit() else "all"
+    if text not in ("all", ORDERED_HOLDOUT_FOLD) and not text.isdigit():
+        raise SamdgError(f"-f: '{fold}' is not a fold; use fold numbers (0 1 2 ...), 'all' or '{ORDERED_HOLDOUT_FOLD}'")
+    return str(int(text)) if text.isdigit() else text
 
 
 def split_fold_specs(folds: Sequence[str | int] | None) -> tuple[list[str] | None, str | None]:
@@ -162,8 +162,8 @@ def choose_folds(model: TrainedModel, folds: Sequence[str | int] | None, checkpo
                              f"{' for sources ' + model.source_tag if model.source_tag else ''} "
                              f"(folds with it: {', '.join(model.folds)})")
         return SelectedModel(model, wanted)
-    numbered = tuple(f for f in model.folds if f != "all")
-    return SelectedModel(model, numbered or ("all",))
+    numbered = tuple(f for f in model.folds if f.isdigit())
+    return SelectedModel(model, numbered or (("all",) if "all" in model.folds else model.folds[:1]))
 
 
 def select_model(dataset: str | int | None = None, method: str | None = None, folds: Sequence[str | int] | None = None,

@@ -7,6 +7,10 @@
   those cases only, kept in ``splits_final__src-A+B.json`` next to the plain file, so single-source and
   multi-source runs each have stable folds and never mix with the all-domain split.
 - Fold ``all`` trains on every selected case and validates on the same cases (said in the training log).
+- Fold ``first90`` (DeSAM's split): the first 90 % of the selected cases train, the last 10 % (at least one)
+  validate, in the order of the ``domains`` map of dataset.json (the converters list patients in the download's
+  order; cases missing from the map follow, sorted); kept in ``splits_first90[__src-A+B].json`` (one
+  ``{"train", "val"}`` object), written at the first run and never rewritten, so it can be edited by hand.
 """
 
 from __future__ import annotations
@@ -19,14 +23,16 @@ from samdg.utils.files import atomic_write_json, load_json
 
 NUM_FOLDS = 5
 SPLIT_SEED = 12345
-FOLD_CHOICES = ("0", "1", "2", "3", "4", "all")
+ORDERED_HOLDOUT_FOLD = "first90"
+ORDERED_HOLDOUT_TRAIN_FRACTION = 0.9
+FOLD_CHOICES = ("0", "1", "2", "3", "4", "all", ORDERED_HOLDOUT_FOLD)
 
 
 def parse_fold(fold: str | int) -> int | str:
-    """``"0".."4"`` -> int, ``"all"`` -> ``"all"``; anything else is an error listing the choices."""
+    """``"0".."4"`` -> int, ``"all"`` / ``"first90"`` -> that name; anything else is an error listing the choices."""
     text = str(fold).strip().lower()
-    if text == "all":
-        return "all"
+    if text in ("all", ORDERED_HOLDOUT_FOLD):
+        return text
     if text.isdigit():
         return int(text)
     raise SamdgError(f"fold '{fold}' is not valid; choose one of {', '.join(FOLD_CHOICES)} (or a fold index "
@@ -103,6 +109,8 @@ def fold_cases(
         raise SamdgError("no preprocessed training cases selected")
     if fold == "all":
         return selected, selected
+    if fold == ORDERED_HOLDOUT_FOLD:
+        return ordered_holdout(preprocessed_dir, selected, domains)
     splits = load_or_create_splits(preprocessed_dir, selected, domains)
     path = splits_file(preprocessed_dir, domains)
     if not 0 <= fold < len(splits):
@@ -115,6 +123,37 @@ def fold_cases(
     if outside:
         raise SamdgError(f"{path}: fold {fold} lists case(s) outside the selected domains: {', '.join(outside[:10])}")
     return train, val
+
+
+def ordered_holdout_split(case_ids: list[str]) -> dict[str, list[str]]:
+    """``{"train": first 90 %, "val": last 10 %}`` of the ids in the given order (at least one of each)."""
+    ids = list(case_ids)
+    if len(ids) < 2:
+        raise SamdgError(f"fold {ORDERED_HOLDOUT_FOLD} needs at least 2 cases to hold one out, got {len(ids)}")
+    n_train = min(max(int(len(ids) * ORDERED_HOLDOUT_TRAIN_FRACTION), 1), len(ids) - 1)
+    return {"train": ids[:n_train], "val": ids[n_train:]}
+
+
+def ordered_holdout(preprocessed_dir: Path, selected: list[str],
+                    domains: list[str] | None) -> tuple[list[str], list[str]]:
+    """(train, val) of fold ``first90``, from its split file (created on first use)."""
+    tag = domain_tag(domains)
+    path = Path(preprocessed_dir) / (f"splits_{ORDERED_HOLDOUT_FOLD}__{tag}.json" if tag
+                                     else f"splits_{ORDERED_HOLDOUT_FOLD}.json")
+    if not path.is_file():
+        dataset_json = Path(preprocessed_dir) / "dataset.json"
+        listed = list((load_json(dataset_json).get("domains") or {}) if dataset_json.is_file() else {})
+        position = {case: index for index, case in enumerate(listed)}
+        ordered = sorted(selected, key=lambda case: (position.get(case, len(position)), case))
+        atomic_write_json(path, ordered_holdout_split(ordered))
+    split = load_json(path)
+    if not isinstance(split, dict) or not all(isinstance(split.get(key), list) for key in ("train", "val")):
+        raise SamdgError(f"{path}: must be one {{\"train\": [...], \"val\": [...]}} object")
+    outside = sorted(set(split["train"] + split["val"]) - set(selected))
+    if outside:
+        raise SamdgError(f"{path}: lists case(s) that are not preprocessed cases of the selected domains: "
+                         f"{', '.join(outside[:10])}")
+    return sorted(split["train"]), sorted(split["val"])
 
 
 def fold_note(train: list[str], val: list[str]) -> str:
