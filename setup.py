@@ -9,6 +9,7 @@ COMMANDS = {
     "samdg_demo": "samdg.cli.demo:main",
     "samdg_make_synthetic": "dataset_conversion.synthetic:main",
     "samdg_convert_msd": "dataset_conversion.msd:main",
+    "samdg_convert_chaos_btcv": "dataset_conversion.chaos_btcv:main",
 }
 
 setup(
