@@ -32,6 +32,10 @@ from samdg.utils.files import atomic_path, atomic_write_json, load_json, remove_
 # Entries that archives and desktops add to any folder; never part of a dataset.
 _DEBRIS = re.compile(r"^(\..*|__MACOSX|Thumbs\.db|desktop\.ini)$", re.IGNORECASE)
 RGB_CHANNEL_NAMES = {"0": "R", "1": "G", "2": "B"}  # nnU-Net v2's natural-image convention: one _0000.png per case
+# Fundus optic disc and cup as nnU-Net regions: pixels are 1 (rim: disc outside the cup) or 2 (cup); the disc is
+# both, the cup is 2, and the cup is painted last so that it stays visible inside the disc.
+FUNDUS_LABELS = {"background": 0, "optic_disc": [1, 2], "optic_cup": [2]}
+FUNDUS_REGIONS_CLASS_ORDER = [1, 2]
 
 
 def converter_parser(prog: str, description: str, default_id: int, input_help: str,
@@ -156,6 +160,36 @@ def write_nifti(destination: Path, data: np.ndarray, affine: np.ndarray, header=
     image.set_sform(affine, code=1)
     with atomic_path(destination) as tmp:
         nib.save(image, str(tmp))
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """An 8-bit colour photograph (PNG, TIFF, BMP, JPEG) -> (Y,X,3) uint8; an alpha channel is dropped."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("RGB", "RGBA", "P"):
+                raise SamdgError(f"{path}: is a {image.mode} image; expected an 8-bit RGB photograph")
+            return np.asarray(image.convert("RGB"))
+    except SamdgError:
+        raise
+    except Exception as error:  # Pillow raises many types for damaged files
+        raise SamdgError(f"{path}: cannot be read as an image ({one_line(error)})") from None
+
+
+def read_grey(path: Path) -> np.ndarray:
+    """An 8-bit mask (grey, palette, or RGB drawn in grey) -> (Y,X) uint8, as ``PIL.Image.convert("L")`` gives it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("L", "P", "1", "RGB", "RGBA", "LA"):
+                raise SamdgError(f"{path}: is a {image.mode} image; expected an 8-bit mask")
+            return np.asarray(image.convert("L"))
+    except SamdgError:
+        raise
+    except Exception as error:
+        raise SamdgError(f"{path}: cannot be read as an image ({one_line(error)})") from None
 
 
 def write_png(destination: Path, pixels: np.ndarray) -> None:

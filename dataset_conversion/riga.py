@@ -1,0 +1,153 @@
+"""``samdg_convert_riga``: RIGA+ fundus photographs (optic disc and cup, 5 domains) -> the 2D raw layout.
+
+    samdg_convert_riga -i /data/RIGAPlus                # -> $SAMDG_raw/Dataset202_RIGAPlus
+    samdg_convert_riga -i /data/RIGAPlus --rater 3 -d 212
+
+RIGA+ (Hu et al., Zenodo record 6325549, ``RIGAPlus.zip``) repackages RIGA (Almazroa et al., 2018) for domain
+adaptation. Unpacked, it holds ``RIGA/{domain}/{collection}/imageN.tif`` (800 x 800 colour crops around the optic
+nerve head) and ``RIGA-mask/{domain}/{collection}/imageN-R.tif``, one mask per ophthalmologist R = 1..6, plus the
+repackagers' split CSVs (not read). Domains: ``BinRushed`` (collections ``BinRushed1..4``), ``Magrabia``
+(``MagrabiFemale``, ``MagrabiaMale``), ``MESSIDOR_Base1..3`` (``Labeled``; the ``Unlabeled`` photographs RIGA+ adds
+for adaptation carry no mask and are skipped).
+
+Each labelled photograph becomes one case ``{domain}_{collection}_{stem}`` in ``imagesTr`` (the protocols choose
+source and target domains) as an RGB PNG (nnU-Net v2's natural-image convention, ``channel_names`` R, G, B, one
+``_0000.png``), and its rater-R mask (``--rater``, default 1 as DAPSAM) becomes a PNG label map read the way DAPSAM
+reads it: disc = value > 0, cup = value 128, written as 1 = rim (disc outside the cup) and 2 = cup with the nnU-Net
+regions ``optic_disc = [1, 2]`` and ``optic_cup = [2]``. Pixels are copied as they are (no resize; the papers'
+512 x 512 resize belongs to the plans), and 2D images carry no physical spacing.
+
+Verified: folder and file names, the ``-R`` rater suffix and rater 1 (``convert_labeled_list(..., r=1)``), the
+disc ``> 0`` / cup ``== 128`` coding and the image counts of the five domains from DAPSAM (wkklavis/DAPSAM
+``fundus/datasets``, its CSVs and ``RIGA_dataloader.py``); cup 128 inside a rim of 255, six raters, the Zenodo
+record and the ``Unlabeled`` folders from a public RIGA+ fetcher. Assumed: that masks are single-channel 8-bit
+TIFFs (a grey RGB mask is read as grey, anything else is an error naming the file).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from dataset_conversion.common import (
+    FUNDUS_LABELS,
+    FUNDUS_REGIONS_CLASS_ORDER,
+    RGB_CHANNEL_NAMES,
+    converter_parser,
+    domain_table,
+    list_files,
+    prepare_target,
+    read_grey,
+    read_rgb,
+    require,
+    unexpected,
+    write_dataset_json,
+    write_png,
+)
+from samdg.cli.common import entry_point
+from samdg.errors import SamdgError
+from samdg.utils.pool import run_parallel
+
+CONVERTED_BY = "samdg_convert_riga"
+DEFAULT_ID = 202
+DOMAINS = ("BinRushed", "Magrabia", "MESSIDOR_Base1", "MESSIDOR_Base2", "MESSIDOR_Base3")
+RATERS = range(1, 7)
+_UNLABELLED = "Unlabeled"
+_PHOTOGRAPH = re.compile(r"(?P<stem>image\d+)\.tif")
+CUP_VALUE = 128
+
+
+def _cases(source: Path, rater: int) -> list[tuple[str, str, Path, Path]]:
+    """(case id, domain, photograph, mask) of every labelled photograph, in domain, collection, name order."""
+    for path in sorted(source.iterdir()):
+        if path.name not in ("RIGA", "RIGA-mask") and not path.name.startswith(".") and path.suffix != ".csv":
+            raise unexpected(path, "the folders RIGA and RIGA-mask (and RIGA+'s split CSVs)")
+    photographs, masks = require(source / "RIGA", "RIGA+'s photographs"), source / "RIGA-mask"
+    for path in sorted(photographs.iterdir()):
+        if path.name not in DOMAINS and not path.name.startswith("."):
+            raise unexpected(path, f"the domain folders {', '.join(DOMAINS)}")
+    cases = []
+    for domain in DOMAINS:
+        for collection in sorted(p for p in require(photographs / domain, "a RIGA+ domain folder").iterdir()
+                                 if not p.name.startswith(".")):
+            if collection.name == _UNLABELLED:
+                continue
+            if not collection.is_dir():
+                raise unexpected(collection, f"collection folders such as {domain}1 or Labeled")
+            for match, image in list_files(collection, _PHOTOGRAPH, "imageN.tif"):
+                stem = match.group("stem")
+                mask = masks / domain / collection.name / f"{stem}-{rater}.tif"
+                require(mask, f"rater {rater}'s mask of {image}")
+                cases.append((f"{domain}_{collection.name}_{stem}", domain, image, mask))
+    return cases
+
+
+def label_map(mask: np.ndarray) -> np.ndarray:
+    """A RIGA mask (Y,X) uint8 -> labels (Y,X) uint8: 1 where disc (> 0) but not cup, 2 where cup (== 128)."""
+    labels = (mask > 0).astype(np.uint8)
+    labels[mask == CUP_VALUE] = 2
+    return labels
+
+
+def _convert_case(job: tuple[str, str, str, str]) -> None:
+    """A process-pool job: one photograph -> RGB PNG, its mask -> PNG label map."""
+    image, mask, image_out, label_out = (Path(p) for p in job)
+    if image_out.is_file() and label_out.is_file():
+        return
+    pixels, mask_pixels = read_rgb(image), read_grey(mask)
+    if mask_pixels.shape != pixels.shape[:2]:
+        raise SamdgError(f"{mask}: size {mask_pixels.shape[::-1]} differs from its photograph {image.name} "
+                         f"{pixels.shape[1::-1]}")
+    write_png(image_out, pixels)
+    write_png(label_out, label_map(mask_pixels))
+
+
+def convert_riga(source_folder: str | Path, dataset_id: int = DEFAULT_ID, rater: int = 1,
+                 num_processes: int = 1) -> Path:
+    """Convert an unpacked RIGA+ download into ``$SAMDG_raw/DatasetXXX_RIGAPlus``; returns the new folder."""
+    source = Path(source_folder).expanduser()
+    if not source.is_dir():
+        raise SamdgError(f"-i {source}: folder not found")
+    if rater not in RATERS:
+        raise SamdgError(f"--rater must be one of 1..6 (RIGA's six ophthalmologists), got {rater}")
+    cases = _cases(source, rater)
+    target = prepare_target(dataset_id, "RIGAPlus", CONVERTED_BY)
+    jobs = [(str(image), str(mask), str(target / "imagesTr" / f"{case}_0000.png"),
+             str(target / "labelsTr" / f"{case}.png")) for case, _, image, mask in cases]
+    list(run_parallel(_convert_case, jobs, num_processes, description="RIGA+ photographs",
+                      names=[case for case, *_ in cases]))
+    write_dataset_json(
+        target, CONVERTED_BY, channel_names=RGB_CHANNEL_NAMES, labels=FUNDUS_LABELS, file_ending=".png",
+        domains={case: domain for case, domain, *_ in cases}, num_training=len(cases),
+        regions_class_order=FUNDUS_REGIONS_CLASS_ORDER, rater=rater,
+        description="RIGA+ fundus photographs, optic disc and cup, one domain per source (BinRushed, Magrabia, "
+                    "MESSIDOR Base1-3)",
+        reference="Almazroa et al. Retinal fundus images for glaucoma analysis: the RIGA dataset. SPIE Medical "
+                  "Imaging 2018; RIGA+: Hu et al., Zenodo 6325549",
+    )
+    return target
+
+
+def build_parser():
+    parser = converter_parser(
+        "samdg_convert_riga", "Convert the RIGA+ fundus download to the samdg/nnU-Net v2 raw layout in $SAMDG_raw "
+        "(RGB PNG, optic disc and cup as nnU-Net regions, one domain per source).", DEFAULT_ID,
+        "the unpacked RIGAPlus.zip: the folder holding RIGA and RIGA-mask")
+    parser.add_argument("--rater", type=int, default=1, help="which ophthalmologist's masks, 1..6 (default 1, as "
+                                                             "DAPSAM)")
+    return parser
+
+
+@entry_point
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    target = convert_riga(args.input, args.dataset_id, args.rater, args.num_processes)
+    print(domain_table(target))
+    return 0
+
+
+if __name__ == "__main__":
+    main()
