@@ -21,6 +21,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["samdg", "samdg.*", "dataset_conversion", "dataset_conversion.*"]),
+    package_data={"samdg.benchmark": ["presets/*.json"]},  # samdg_benchmark --preset NAME
     install_requires=[
         "torch>=2.4",
         "torchvision",

@@ -9,6 +9,9 @@ column). Its value is the mean over classes of the per-class mean over the targe
 - column ``mean over targets (excl. source)``: mean of the row's cross-domain cells;
 - row ``mean over sources (excl. target)``: mean of the column's cross-domain cells;
 - their crossing: mean of every cross-domain cell (the benchmark's headline number).
+
+With ``--paper-metrics`` the per-case tables also hold the papers' Dice variants, and the matrix gets one more
+table for each (:data:`PAPER_METRICS`), after Dice and HD95; the heatmap keeps Dice and HD95.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from samdg.utils.files import atomic_path, atomic_write_text, make_folder
 from samdg.utils.nan import nan_mean
 
 METRICS = {"dice": "Dice", "hd95_mm": "HD95 (mm)"}
+PAPER_METRICS = {"paper_dice_fg_slices": "Dice over foreground slices only (papers' protocol, inflated)",
+                 "paper_dice_per_image": "Dice per 2D image over foreground images (papers' protocol, inflated)"}
+ALL_METRICS = {**METRICS, **PAPER_METRICS}
 ROW_MEAN = "mean over targets (excl. source)"
 COLUMN_MEAN = "mean over sources (excl. target)"
 CELL_COLUMNS = ("source", "target", "metric", "value", "n_cases", "kind")
@@ -32,14 +38,21 @@ CELL_COLUMNS = ("source", "target", "metric", "value", "n_cases", "kind")
 def cell_values(per_case: pd.DataFrame, source: str, training_domains: Sequence[str]) -> list[dict]:
     """Rows of cells.csv for one model from its per_case.csv frame (columns case, domain, label, dice, hd95_mm...)."""
     rows = []
+    metrics = [*METRICS, *(m for m in PAPER_METRICS if m in per_case.columns)]
     for target, group in per_case.groupby("domain", sort=True):
-        for metric in METRICS:
+        for metric in metrics:
             per_class = group.groupby("label", sort=False)[metric].mean()  # pandas skips NaN
             value = float(per_class.mean()) if per_class.notna().any() else math.nan
             rows.append({"source": source, "target": str(target), "metric": metric, "value": value,
                          "n_cases": int(group["case"].nunique()),
                          "kind": "in-domain" if target in training_domains else "cross-domain"})
     return rows
+
+
+def metrics_of(cells: pd.DataFrame) -> dict[str, str]:
+    """The metrics the cells hold, in table order: Dice, HD95, then any paper metric -> their titles."""
+    present = set(cells["metric"])
+    return {metric: name for metric, name in ALL_METRICS.items() if metric in METRICS or metric in present}
 
 
 def matrix_frame(cells: pd.DataFrame, metric: str, sources: Sequence[str], targets: Sequence[str]) -> pd.DataFrame:
@@ -69,7 +82,7 @@ def in_domain_mask(cells: pd.DataFrame, sources: Sequence[str], targets: Sequenc
 def _format(value: float, metric: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    return f"{value:.3f}" if metric == "dice" else f"{value:.2f}"
+    return f"{value:.2f}" if metric == "hd95_mm" else f"{value:.3f}"
 
 
 def markdown(cells: pd.DataFrame, sources: Sequence[str], targets: Sequence[str], title: str,
@@ -80,7 +93,7 @@ def markdown(cells: pd.DataFrame, sources: Sequence[str], targets: Sequence[str]
              "Each cell is the mean over classes of the per-class mean over the target's cases. In-domain cells "
              "(the target was a training domain) are in parentheses and are left out of both averages.", ""]
     mask = in_domain_mask(cells, sources, targets)
-    for metric, name in METRICS.items():
+    for metric, name in metrics_of(cells).items():
         frame = matrix_frame(cells, metric, sources, targets)
         header = ["source \\ target", *targets, ROW_MEAN]
         lines += [f"## {name}", "", "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
@@ -100,7 +113,7 @@ def markdown(cells: pd.DataFrame, sources: Sequence[str], targets: Sequence[str]
 def write_matrix_csv(path: Path, cells: pd.DataFrame, sources: Sequence[str], targets: Sequence[str]) -> None:
     """matrix.csv: for each metric, one row per source plus the mean row; columns metric, source, targets, mean."""
     frames = []
-    for metric in METRICS:
+    for metric in metrics_of(cells):
         frame = matrix_frame(cells, metric, sources, targets).reset_index()
         frame.insert(0, "metric", metric)
         frames.append(frame)

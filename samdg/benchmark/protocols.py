@@ -12,6 +12,7 @@ earlier, by ``samdg_train`` or by another benchmark, is reused as it is; an inte
 
 Test cases of a domain are its labelled ``imagesTs`` cases. A domain without any is tested on its ``imagesTr``
 cases instead, but only by models that did not train on it (said in the notes); its in-domain cell stays empty.
+``--targets`` restricts the tested domains (the matrix columns), e.g. a paper's target sites only.
 """
 
 from __future__ import annotations
@@ -77,10 +78,12 @@ def model_plans(protocol: str, domains: Sequence[str], sources: Sequence[str]) -
     raise SamdgError(f"--protocol {protocol}: choose one of {', '.join(PROTOCOLS)}")
 
 
-def evaluation_cases(raw: RawDataset, training_domains: Sequence[str]) -> EvaluationCases:
-    """The labelled cases a model trained on ``training_domains`` is tested on (rule in the module docstring)."""
+def evaluation_cases(raw: RawDataset, training_domains: Sequence[str],
+                     targets: Sequence[str] | None = None) -> EvaluationCases:
+    """The labelled cases of ``targets`` (None: every domain) that a model trained on ``training_domains`` is
+    tested on (rule in the module docstring)."""
     result = EvaluationCases()
-    for domain in raw.domain_names:
+    for domain in raw.domain_names if targets is None else targets:
         test = {c.case_id: c for c in raw.test_cases.values() if c.domain == domain and c.label_path}
         if test:
             result.cases.update(test)
@@ -92,10 +95,10 @@ def evaluation_cases(raw: RawDataset, training_domains: Sequence[str]) -> Evalua
     return result
 
 
-def evaluation_notes(raw: RawDataset) -> list[str]:
-    """Lines for the report about domains that have no labelled test cases."""
+def evaluation_notes(raw: RawDataset, targets: Sequence[str] | None = None) -> list[str]:
+    """Lines for the report about target domains (None: every domain) that have no labelled test cases."""
     notes = []
-    for domain in raw.domain_names:
+    for domain in raw.domain_names if targets is None else targets:
         if not any(c.domain == domain and c.label_path for c in raw.test_cases.values()):
             notes.append(f"Domain {domain} has no labelled test cases (labelsTs): models that did not train on it are "
                          "tested on its training cases; its in-domain cell is empty.")
