@@ -10,6 +10,7 @@ COMMANDS = {
     "samdg_make_synthetic": "dataset_conversion.synthetic:main",
     "samdg_convert_msd": "dataset_conversion.msd:main",
     "samdg_convert_chaos_btcv": "dataset_conversion.chaos_btcv:main",
+    "samdg_convert_mnms": "dataset_conversion.mnms:main",
 }
 
 setup(
