@@ -14,6 +14,7 @@ from typing import Sequence
 
 from samdg.cli.common import entry_point
 from samdg.errors import SamdgError
+from samdg.inference.box_prompts import BoxFilePrompts
 from samdg.inference.model_selection import DEFAULT_CHECKPOINT, select_model
 from samdg.inference.predictor import Predictor
 from samdg.paths import check_output_folder
@@ -56,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="predict every case again and replace files with output names that prediction.json does "
                           "not vouch for (default: skip cases it proves finished, refuse foreign files)")
     run.add_argument("--file-ending", help="input file ending (default: the training dataset's, else detected)")
+    run.add_argument("--boxes", metavar="BOXES.json",
+                     help="box prompts per case, slice and class in the raw images' voxel coordinates (format: "
+                          "documentation/prediction.md); a slice without a box of a class is predicted empty for "
+                          "it. For methods with a prompt encoder (sam, dbsam); default: automatic, no prompt")
     run.add_argument("--disable-progress-bar", action="store_true", help="no progress bar")
     return parser
 
@@ -81,9 +86,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"model: {model.dataset}/{model.model_dir.name}"
           f"{' (sources ' + ','.join(model.source_domains) + ')' if model.source_domains else ''}, "
           f"fold(s) {', '.join(selection.folds)}, {args.checkpoint}", file=sys.stderr)
+    boxes_file = Path(args.boxes) if args.boxes else None
+    if boxes_file is not None and not boxes_file.is_file():  # said before the model is loaded
+        raise SamdgError(f"--boxes {boxes_file}: file not found")
     predictor = Predictor.from_selection(selection, args.checkpoint, args.device, batch_size=args.batch_size,
                                          mirroring=args.tta, precision=args.precision,
                                          progress=not args.disable_progress_bar)
+    if boxes_file is not None:
+        predictor.use_box_prompts(BoxFilePrompts(boxes_file, predictor.label_spec))
     report = predictor.predict_folder(input_dir, output_dir, args.overwrite, args.save_probabilities, args.file_ending)
     print(report.summary_line(), file=sys.stderr)
     if report.failed:

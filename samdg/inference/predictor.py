@@ -32,6 +32,7 @@ from tqdm import tqdm
 from samdg.dataset.raw import list_image_folder
 from samdg.errors import SamdgError
 from samdg.imageio import ENDINGS_2D, SUPPORTED_ENDINGS, Geometry, file_ending_of, read_case
+from samdg.inference.box_prompts import BoxPrompts, check_box_prompts
 from samdg.inference.export import export_prediction, label_map_from_volume, probabilities_to_original
 from samdg.inference.model_selection import DEFAULT_CHECKPOINT, SelectedModel, select_model
 from samdg.inference.record import DONE, RUN_INFO_FILE, PredictionRecord
@@ -110,6 +111,8 @@ class Predictor:
         precision: ``auto`` (bf16 autocast on CUDA, fp32 elsewhere) | ``fp32`` | ``bf16`` | ``fp16``.
         progress: show a progress bar over cases.
         model_info: identifies the model in ``prediction.json`` (model_dir, folds, checkpoint).
+
+    Folder predictions use the methods' automatic mode, or box prompts after :meth:`use_box_prompts`.
     """
 
     def __init__(self, methods: Sequence[torch.nn.Module], plans: Plans, label_spec: LabelSpec,
@@ -118,6 +121,7 @@ class Predictor:
                  model_info: dict[str, Any] | None = None) -> None:
         if not methods:
             raise SamdgError("a Predictor needs at least one trained method")
+        self.box_prompts: BoxPrompts | None = None
         self.device = resolve_device(device)
         self.methods = [method.to(self.device).eval() for method in methods]
         self.plans = plans
@@ -168,10 +172,20 @@ class Predictor:
         dataset_json = _model_dataset_json(selection.model.model_dir, fold_dirs)
         return cls(methods, plans, spec, dataset_json, device, model_info=info, **options)
 
+    def use_box_prompts(self, box_prompts: BoxPrompts | None) -> None:
+        """Predict folders with per case, slice and class box prompts (:mod:`samdg.inference.box_prompts`: a boxes
+        file or the reference labels) instead of the automatic mode (None: back to it). A method without a
+        box-prompted mode is a SamdgError."""
+        if box_prompts is not None:
+            for method in self.methods:
+                check_box_prompts(method, getattr(method, "method_name", type(method).__name__))
+        self.box_prompts = box_prompts
+
     # ------------------------------------------------------------------------------------------ arrays
-    def predict_preprocessed(self, data: np.ndarray) -> np.ndarray:
-        """(C,S,H,W) preprocessed case -> (K,S,H,W) float32 per-class probabilities, ``batch_size`` slices a pass."""
-        return self.slice_predictor.predict_volume(data, self.plans.channel_mapping, self.batch_size)
+    def predict_preprocessed(self, data: np.ndarray, boxes: np.ndarray | None = None) -> np.ndarray:
+        """(C,S,H,W) preprocessed case -> (K,S,H,W) float32 per-class probabilities, ``batch_size`` slices a pass.
+        ``boxes``: (S,K,4) box prompts in slice pixels (NaN = no box: class empty in that slice), or None."""
+        return self.slice_predictor.predict_volume(data, self.plans.channel_mapping, self.batch_size, boxes=boxes)
 
     def preprocess(self, image_paths: Sequence[str | Path]) -> tuple[np.ndarray, dict[str, Any]]:
         """Channel files of one case -> (data (C,S,H,W), properties), exactly as for training."""
@@ -195,8 +209,19 @@ class Predictor:
     # ------------------------------------------------------------------------------------------ files
     def run_info(self) -> dict[str, Any]:
         """What identifies this prediction run (written to ``prediction.json`` in the output folder)."""
+        prompt = {"prompt": self.box_prompts.identity} if self.box_prompts is not None else {}
         return {**self.model_info, "mirroring": self.mirroring, "variant": self.plans.sam.variant,
-                "classes": list(self.label_spec.names)}
+                "classes": list(self.label_spec.names), **prompt}
+
+    def _record_inputs(self, case_id: str, paths: list[str]) -> list[str]:
+        """The files a case's outputs depend on: its images, and the file its box prompts come from."""
+        return paths + (self.box_prompts.inputs(case_id) if self.box_prompts is not None else [])
+
+    def _prepare(self, case_id: str, image_paths: Sequence[str]) -> tuple[np.ndarray, dict[str, Any], Any]:
+        """(data, properties, box prompts (S,K,4) or None) of one case."""
+        data, properties = self.preprocess(image_paths)
+        boxes = self.box_prompts.boxes(case_id, properties, self.plans) if self.box_prompts is not None else None
+        return data, properties, boxes
 
     def _write_model_files(self, output_dir: Path) -> None:
         """plans.json and dataset.json of the model, so the folder evaluates on its own."""
@@ -222,14 +247,14 @@ class Predictor:
         """Yield (case id, (data, properties) or None, error or None); the next case is read and preprocessed in a
         thread while the caller works on the current one (at most two cases in memory)."""
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="samdg-preprocess") as pool:
-            pending = pool.submit(self.preprocess, todo[0][1]) if todo else None
+            pending = pool.submit(self._prepare, *todo[0]) if todo else None
             for index, (case_id, _) in enumerate(todo):
                 future = pending
                 try:
                     prepared, error = future.result(), None
                 except Exception as failure:  # noqa: BLE001 - any reader/preprocessing failure is reported per case
                     prepared, error = None, failure
-                pending = pool.submit(self.preprocess, todo[index + 1][1]) if index + 1 < len(todo) else None
+                pending = pool.submit(self._prepare, *todo[index + 1]) if index + 1 < len(todo) else None
                 yield case_id, prepared, error
 
     def predict_cases(self, cases: dict[str, Sequence[str | Path]], output_dir: str | Path, overwrite: bool = False,
@@ -254,6 +279,8 @@ class Predictor:
         case_files = {case_id: [str(p) for p in cases[case_id]] for case_id in sorted(cases)}
         input_folders = tuple(sorted({Path(p).parent for paths in case_files.values() for p in paths}))
         check_output_folder(output_dir, "-o", input_folders)
+        if self.box_prompts is not None:
+            self.box_prompts.check_cases(list(case_files), case_files)
         with folder_lock(output_dir):
             remove_stale_temp_files(output_dir)
             settings = {"device": str(self.device), "batch_size": self.batch_size, "precision": self.precision}
@@ -263,7 +290,7 @@ class Predictor:
                        for case_id, paths in case_files.items()}
             todo, foreign = [], []
             for case_id, paths in case_files.items():
-                state, blocking = record.state_of(case_id, paths, outputs[case_id])
+                state, blocking = record.state_of(case_id, self._record_inputs(case_id, paths), outputs[case_id])
                 if state == DONE:
                     report.skipped.append(case_id)
                     continue
@@ -295,11 +322,11 @@ class Predictor:
                 bar.set_postfix_str(case_id)
                 paths = files[case_id]
                 if error is None:
-                    data, properties = prepared
+                    data, properties, boxes = prepared
                     label_file, *npz_file = outputs[case_id]
-                    record.writing(case_id, paths)
+                    record.writing(case_id, self._record_inputs(case_id, paths))
                     try:
-                        probabilities = self.predict_preprocessed(data)
+                        probabilities = self.predict_preprocessed(data, boxes)
                         export_prediction(probabilities, properties, self.plans, self.label_spec, label_file,
                                           npz_file[0] if npz_file else None)
                     except NoSpaceLeft:
@@ -307,7 +334,7 @@ class Predictor:
                     except SamdgError as failure:
                         report.failed[case_id] = str(failure)
                     else:
-                        record.done(case_id, paths, outputs[case_id])
+                        record.done(case_id, self._record_inputs(case_id, paths), outputs[case_id])
                         report.predicted.append(case_id)
                 else:
                     reason = str(error) if isinstance(error, SamdgError) else f"{type(error).__name__}: {error}"

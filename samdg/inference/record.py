@@ -25,7 +25,7 @@ from samdg.utils.files import atomic_write_json, load_json
 
 RUN_INFO_FILE = "prediction.json"
 # What must match for earlier outputs to count as this run's (device, batch size and precision do not).
-IDENTITY_KEYS = ("model_dir", "source_domains", "folds", "checkpoint", "checkpoint_signature", "mirroring")
+IDENTITY_KEYS = ("model_dir", "source_domains", "folds", "checkpoint", "checkpoint_signature", "mirroring", "prompt")
 DONE, WRITING = "done", "writing"
 
 

@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from samdg.models.layers.box_prompts import crop_boxes, flip_boxes, scale_boxes
 from samdg.preprocessing.sam_input import fit_to_input, restore_from_input, volume_to_sam_channels
 from samdg.utils.device import autocast
 
@@ -70,16 +71,20 @@ class SlicePredictor:
         self.device = device
         self.autocast_dtype = autocast_dtype
 
-    def _window_probabilities(self, slices: torch.Tensor) -> torch.Tensor:
-        """(B,3,h,w) on the device -> (B,K,h,w) float32 probabilities averaged over TTA passes and models."""
+    def _window_probabilities(self, slices: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,3,h,w) on the device -> (B,K,h,w) float32 probabilities averaged over TTA passes and models.
+        ``boxes`` (B,K,4) in window pixels (NaN = class empty): box-prompted (``method.predict_with_boxes``)."""
         height, width = slices.shape[-2:]
         total = None
         for axes in self.mirror_axes:
             flipped = slices.flip(axes) if axes else slices
             inputs, scaled_hw = fit_to_input(flipped, self.input_size)
+            if boxes is not None:  # the boxes take the slice's path: flipped, then resized into the input
+                input_boxes = scale_boxes(flip_boxes(boxes, axes, height, width), (height, width), scaled_hw)
             for method in self.methods:
                 with autocast(self.device, self.autocast_dtype):
-                    logits = method.predict(inputs)
+                    logits = method.predict(inputs) if boxes is None else method.predict_with_boxes(inputs,
+                                                                                                   input_boxes)
                 logits = restore_from_input(logits.float(), scaled_hw, (height, width))
                 probabilities = torch.sigmoid(logits)
                 probabilities = probabilities.flip(axes) if axes else probabilities
@@ -87,19 +92,23 @@ class SlicePredictor:
         return total.div_(len(self.mirror_axes) * len(self.methods))
 
     @torch.inference_mode()
-    def __call__(self, slices: torch.Tensor) -> torch.Tensor:
-        """(B,3,H,W) float in [0,1] (any device) -> (B,K,H,W) float32 probabilities on the CPU."""
+    def __call__(self, slices: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,3,H,W) float in [0,1] (any device) -> (B,K,H,W) float32 probabilities on the CPU.
+
+        ``boxes``: optional (B,K,4) box prompts (x0, y0, x1, y1) in slice pixels, NaN = no box (class empty)."""
         slices = slices.to(self.device, dtype=torch.float32, non_blocking=True)
+        boxes = boxes.to(self.device, dtype=torch.float32) if boxes is not None else None
         height, width = slices.shape[-2:]
         if self.inplane_crop is None or (self.inplane_crop[0] >= height and self.inplane_crop[1] >= width):
-            return self._window_probabilities(slices).cpu()
+            return self._window_probabilities(slices, boxes).cpu()
         window_h, window_w = min(self.inplane_crop[0], height), min(self.inplane_crop[1], width)
         weight = gaussian_weight(window_h, window_w, self.device)
         accumulated, weights = None, torch.zeros((height, width), device=self.device)
         for top in window_starts(height, window_h):
             for left in window_starts(width, window_w):
                 rows, cols = slice(top, top + window_h), slice(left, left + window_w)
-                probabilities = self._window_probabilities(slices[..., rows, cols])
+                window_boxes = crop_boxes(boxes, top, left, window_h, window_w) if boxes is not None else None
+                probabilities = self._window_probabilities(slices[..., rows, cols], window_boxes)
                 if accumulated is None:
                     accumulated = torch.zeros((*probabilities.shape[:2], height, width), device=self.device)
                 accumulated[..., rows, cols] += probabilities * weight
@@ -107,10 +116,12 @@ class SlicePredictor:
         return (accumulated / weights).cpu()
 
     def predict_volume(self, data: np.ndarray, channel_mapping, batch_size: int,
-                       before_batch: Callable[[list[int]], None] | None = None) -> np.ndarray:
+                       before_batch: Callable[[list[int]], None] | None = None,
+                       boxes: np.ndarray | None = None) -> np.ndarray:
         """(C,S,H,W) preprocessed case -> (K,S,H,W) float32 probabilities, ``batch_size`` slices a pass.
 
         ``before_batch(slice indices)`` runs before each batch (the trainer points its embedding cache there).
+        ``boxes``: optional (S,K,4) box prompts per slice and class in slice pixels (NaN = none: class empty).
         """
         num_slices = data.shape[1]
         probabilities = None
@@ -119,7 +130,8 @@ class SlicePredictor:
             slices = torch.from_numpy(np.ascontiguousarray(volume_to_sam_channels(data, channel_mapping, indices)))
             if before_batch is not None:
                 before_batch(indices)
-            batch = self(slices.float()).transpose(0, 1).numpy()
+            batch_boxes = torch.from_numpy(np.asarray(boxes[indices], dtype=np.float32)) if boxes is not None else None
+            batch = self(slices.float(), batch_boxes).transpose(0, 1).numpy()
             if probabilities is None:
                 probabilities = np.empty((batch.shape[0], num_slices, *data.shape[2:]), dtype=np.float32)
             probabilities[:, start:start + len(indices)] = batch

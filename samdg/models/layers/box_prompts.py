@@ -1,4 +1,5 @@
-"""Per-class box prompts for a per-class SAM decoder: boxes from label maps, DB-SAM's jitter, prompted decoding.
+"""Per-class box prompts for a per-class SAM decoder: boxes from masks and label maps, their geometry (window crop,
+flip, resize: the steps a slice takes to the model input), DB-SAM's jitter, prompted decoding.
 
 Boxes are (x0, y0, x1, y1) in input pixels, x1/y1 exclusive (the pixel edges around the mask). A batch of boxes is
 (B,K,4), one per image and class; a row of NaN means "no box": that class is empty in that image (its logits are
@@ -17,10 +18,10 @@ EMPTY_LOGIT = -20.0  # sigmoid ~ 2e-9: a class without a box is empty
 RELEASED_JITTER_FRAME = 256  # DB-SAM jitters boxes by 0-19 px on a 256 px mask
 
 
-def boxes_from_label_map(target: torch.Tensor, spec: LabelSpec) -> torch.Tensor:
-    """(B,H,W) label map -> tight boxes (B,K,4) float, NaN where class k is absent from image b."""
-    masks = targets_from_label_map(target, spec) > 0  # (B,K,H,W)
-    rows, cols = masks.any(dim=-1), masks.any(dim=-2)  # (B,K,H), (B,K,W)
+def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
+    """(...,H,W) binary masks -> tight boxes (...,4) float (pixel edges), NaN where a mask is empty."""
+    masks = masks > 0
+    rows, cols = masks.any(dim=-1), masks.any(dim=-2)  # (...,H), (...,W)
     present = rows.any(dim=-1)
 
     def span(hits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,6 +34,36 @@ def boxes_from_label_map(target: torch.Tensor, spec: LabelSpec) -> torch.Tensor:
     y0, y1 = span(rows)
     boxes = torch.stack([x0, y0, x1, y1], dim=-1).float()
     return torch.where(present[..., None], boxes, torch.full_like(boxes, float("nan")))
+
+
+def boxes_from_label_map(target: torch.Tensor, spec: LabelSpec) -> torch.Tensor:
+    """(B,H,W) label map -> tight boxes (B,K,4) float, NaN where class k is absent from image b."""
+    return boxes_from_masks(targets_from_label_map(target, spec))
+
+
+def crop_boxes(boxes: torch.Tensor, top: int, left: int, height: int, width: int) -> torch.Tensor:
+    """Boxes (...,4) of a slice -> the same boxes in the window ``[top, top+height) x [left, left+width)``,
+    clipped to it; a box that does not overlap the window becomes NaN (its class is empty there)."""
+    shifted = boxes - boxes.new_tensor([left, top, left, top])
+    clipped = torch.minimum(shifted.clamp_min(0), boxes.new_tensor([width, height, width, height]))
+    empty = (clipped[..., 2] <= clipped[..., 0]) | (clipped[..., 3] <= clipped[..., 1])
+    return torch.where(empty[..., None], torch.full_like(clipped, float("nan")), clipped)
+
+
+def flip_boxes(boxes: torch.Tensor, axes: tuple[int, ...], height: int, width: int) -> torch.Tensor:
+    """Boxes (...,4) of an (H,W) slice -> the boxes of the slice flipped along ``axes`` (-1: columns, -2: rows)."""
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    if -1 in axes:
+        x0, x1 = width - x1, width - x0
+    if -2 in axes:
+        y0, y1 = height - y1, height - y0
+    return torch.stack([x0, y0, x1, y1], dim=-1)
+
+
+def scale_boxes(boxes: torch.Tensor, from_hw: tuple[int, int], to_hw: tuple[int, int]) -> torch.Tensor:
+    """Boxes (...,4) on an (h,w) grid -> the same region on a resized (h',w') grid (pixel edges scale exactly)."""
+    scale_x, scale_y = to_hw[1] / from_hw[1], to_hw[0] / from_hw[0]
+    return boxes * boxes.new_tensor([scale_x, scale_y, scale_x, scale_y])
 
 
 def jitter_boxes(boxes: torch.Tensor, input_size: int, max_pixels_at_256: int = 20,

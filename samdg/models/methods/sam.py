@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from samdg.labels import LabelSpec
+from samdg.models.layers.box_prompts import box_prompted_logits
 from samdg.models.layers.sam_decoding import decode_masks, no_prompt, per_class_mask_decoder
 from samdg.models.methods.base import FrozenSamMethod
 from samdg.models.methods.lora import add_lora, lora_parameters
@@ -73,3 +74,10 @@ class SamBaseline(FrozenSamMethod):
         logits, _ = decode_masks(self.mask_decoder, features["embedding"], self.prompt_encoder.get_dense_pe(),
                                  sparse, dense)
         return logits
+
+    def predict_with_boxes(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """Box-prompted (``samdg_predict --boxes``, ``samdg_benchmark --prompt gt-box``): (B,3,S,S) in [0,1] and
+        boxes (B,K,4) in input pixels (NaN = class empty) -> (B,K,4E,4E), class k decoded from its box with mask
+        token k (the automatic model's decoder, prompted as SAM was pretrained)."""
+        embedding = self.encode(images)["embedding"]
+        return box_prompted_logits(self.mask_decoder, self.prompt_encoder, embedding, boxes)
