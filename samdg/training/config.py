@@ -64,6 +64,10 @@ class TrainingRun:
     method_settings: Any  # the method's settings dataclass (samdg.models.methods.settings.MethodSettings)
     preprocessed_dir: Path
     dataset_json_path: Path | None
+    # One stage of a method that trains several in one call (espmedsam: distill, then segment; see
+    # SegmentationMethod.training_stages): its name, and lines for its training log saying why it runs.
+    stage: str = ""
+    stage_notes: list[str] = field(default_factory=list)
 
 
 def validation_iterations(iters_per_epoch: int) -> int:

@@ -17,6 +17,7 @@ The optimiser, its parameter groups and scheduler come from ``method.configure_o
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -31,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from samdg.errors import SamdgError
 from samdg.models.methods import get_method, resolve_settings
 from samdg.models.params import count_parameters, count_trainable
-from samdg.planning.plans import Plans
+from samdg.planning.plans import Plans, apply_overrides
 from samdg.training import checkpoint as ckpt
 from samdg.training.config import TrainingArgs, TrainingRun, model_defining_plan, plan_differences, resolve_run
 from samdg.training.distributed import (
@@ -47,7 +48,7 @@ from samdg.training.embedding_cache import AugmentedViewCache, EmbeddingCache, c
 from samdg.training.loader import SliceBatches, make_loader
 from samdg.training.optim import configure_optimization, end_of_epoch, optimizer_step, prepare_for_training
 from samdg.training.progress import TrainingRecord
-from samdg.training.results import fold_folder_in_use, results_fold_dir
+from samdg.training.results import fold_folder_in_use, results_fold_dir, run_length_note
 from samdg.training.sampler import TRAIN_STREAM, VALIDATION_STREAM, SliceSampler
 from samdg.training.splits import fold_note
 from samdg.training.validation import (
@@ -153,13 +154,19 @@ class Trainer:
         if mode == "off":
             return None, None
         names = self.method.cacheable_features()
+        if names is None and self.run.stage:
+            self.record.log(f"--embedding-cache {mode}: not in stage {self.run.stage}, where method "
+                            f"'{self.run.args.method}' trains its image encoder")
+            return None, None
         if names is None:
             raise SamdgError(f"--embedding-cache {mode}: with its current settings method '{self.run.args.method}' "
                              "trains its image encoder, so encoder features cannot be cached; use "
                              "--embedding-cache off")
         plans, names = self.run.plans, tuple(names)
-        description = {"variant": plans.sam.variant, "checkpoint": _file_identity(plans.sam.checkpoint),
-                       "input_size": plans.sam.input_size, "mapping": plans.to_dict()["channel_mapping"],
+        # The encoder whose outputs are cached: the plan's, unless the method caches another (a frozen teacher).
+        encoder = {"variant": plans.sam.variant, "checkpoint": plans.sam.checkpoint, **self.method.cache_identity()}
+        encoder["checkpoint"] = _file_identity(encoder["checkpoint"])
+        description = {**encoder, "input_size": plans.sam.input_size, "mapping": plans.to_dict()["channel_mapping"],
                        "preprocessing": plans.preprocessing_hash(), "features": list(names),
                        "precision": str(self.amp_dtype)}
         root = self.run.preprocessed_dir / "embedding_cache"
@@ -210,7 +217,7 @@ class Trainer:
 
     def _encode_for_cache(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         with evaluating(self.method), self.autocast():
-            return self.method.encode(images)
+            return self.method.encode_for_cache(images)
 
     def prepare(self, batch: dict[str, Any], cache: EmbeddingCache | None = None) -> dict[str, Any]:
         """Move a loader batch to the device and attach cached encoder features from ``cache`` (default: the
@@ -429,6 +436,9 @@ class Trainer:
                 self.record.log("--c: no checkpoint found, starting from scratch")
         elif self.context.is_main and any((self.output_dir / n).is_file() for n in ckpt.CHECKPOINT_NAMES):
             self.record.log("existing checkpoints in this folder will be overwritten (use --c to continue instead)")
+        if self.context.is_main:
+            for line in run.stage_notes:
+                self.record.log(line)
         if not self.resumed_from:
             for line in self.method.before_training(self.output_dir):
                 self.record.log(line)
@@ -445,7 +455,8 @@ class Trainer:
                             f"{run.epochs} epochs x {run.iters_per_epoch} iterations, global batch "
                             f"{run.global_batch_size} ({run.global_batch_size // self.context.world_size} per "
                             "process), "
-                            f"augmentation {run.augmentation}, embedding cache {run.args.embedding_cache}, "
+                            f"augmentation {run.augmentation}, "
+                            f"embedding cache {'off' if self.cache is None else run.args.embedding_cache}, "
                             f"{run.num_workers} loader workers, seed {run.args.seed}")
             note = fold_note(run.train_cases, run.val_cases)
             if note:
@@ -540,18 +551,74 @@ def _rounded(value: float | None) -> float | None:
 
 
 def train(args: TrainingArgs, epoch_end_hooks: list[Callable[[Trainer, int], None]] | None = None) -> Path:
-    """Train one fold as ``samdg_train`` does (also under torchrun); returns the fold's results folder."""
+    """Train one fold as ``samdg_train`` does (also under torchrun); returns the fold's results folder.
+
+    A method with several stages (:meth:`SegmentationMethod.training_stages`) trains them in order, each in its
+    stage folder; a prerequisite stage that already finished for the same plan is reused (see
+    :func:`prerequisite_difference`). ``--c`` continues whichever stage was interrupted."""
     context = init_distributed(args.device)
     try:
         run = resolve_run(args, context.device.type, context.world_size)
-        output_dir = results_fold_dir(run.dataset_name, args.method, run.fold, args.source_domains)
-        output_dir = output_dir / get_method(args.method).stage_folder(run.method_settings)
-        with fold_folder_in_use(output_dir, context.is_main):  # one run per fold; a killed run's temp files go
-            trainer = Trainer(run, context, output_dir, epoch_end_hooks)
-            try:
-                trainer.run_training()
-            finally:
-                trainer.close()
+        method = get_method(args.method)
+        fold_dir = results_fold_dir(run.dataset_name, args.method, run.fold, args.source_domains)
+        stages = method.training_stages(run.method_settings)
+        notes: list[str] = []
+        for index, (name, settings) in enumerate(stages):
+            stage_run = run if len(stages) == 1 else stage_of(run, name, settings, f"{index + 1} of {len(stages)}")
+            output_dir = fold_dir / method.stage_folder(settings)
+            label = f"stage {name} ({index + 1} of {len(stages)})"
+            if index < len(stages) - 1:
+                difference = prerequisite_difference(output_dir, stage_run)
+                if difference is None:
+                    notes.append(f"{label}: reusing the finished model in {output_dir}"
+                                 f"{_run_length_note(output_dir, args)}")
+                    continue
+                notes.append(f"{label}: {difference}, so it trains first")
+                if not difference.startswith(NOT_FINISHED):  # another plan: the old model is not continued but replaced
+                    stage_run.args = dataclasses.replace(args, continue_training=False)
+            stage_run.stage_notes = notes
+            notes = []
+            with fold_folder_in_use(output_dir, context.is_main):  # one run per fold; a killed run's temp files go
+                trainer = Trainer(stage_run, context, output_dir, epoch_end_hooks)
+                try:
+                    trainer.run_training()
+                finally:
+                    trainer.close()
         return output_dir
     finally:
         shutdown(context)
+
+
+NOT_FINISHED = "no finished model of this stage"
+
+
+def stage_of(run: TrainingRun, name: str, settings: Any, position: str) -> TrainingRun:
+    """``run`` narrowed to one of its method's stages: the stage's settings, also written into the plan's method
+    block (recorded as a decision), so the stage folder's plans.json and checkpoints name the stage."""
+    method = run.args.method
+    planned = run.plans.methods[method]
+    changed = {f"methods.{method}.{key}": value for key, value in to_plain(settings).items()
+               if planned.get(key) != value}
+    plans = apply_overrides(run.plans, changed, f"stage {name} ({position}) of this samdg_train call")
+    return dataclasses.replace(run, plans=plans, method_settings=settings, stage=name, stage_notes=[])
+
+
+def prerequisite_difference(stage_dir: Path, stage_run: TrainingRun) -> str | None:
+    """None when ``stage_dir`` holds a finished model (checkpoint_final.pth) trained with this stage's plan, else
+    why not: :data:`NOT_FINISHED`, or the plan entries that differ."""
+    if not (stage_dir / "checkpoint_final.pth").is_file() or not (stage_dir / "plans.json").is_file():
+        return f"{NOT_FINISHED} in {stage_dir}"
+    method = stage_run.args.method
+    differences = plan_differences(model_defining_plan(Plans.load(stage_dir / "plans.json"), method),
+                                   model_defining_plan(stage_run.plans, method))
+    if differences:
+        return f"the model in {stage_dir} was trained with {'; '.join(differences)}"
+    return None
+
+
+def _run_length_note(stage_dir: Path, args: TrainingArgs) -> str:
+    """The reused stage's run length when it differs from the one asked for (see ``run_length_note``)."""
+    path = stage_dir / "training_args.json"
+    trained = load_json(path) if path.is_file() else {}
+    return run_length_note(trained.get("epochs_resolved"), trained.get("iters_per_epoch_resolved"), args.epochs,
+                           args.iters_per_epoch)

@@ -78,6 +78,13 @@ class SegmentationMethod(nn.Module):
         return settings
 
     @classmethod
+    def training_stages(cls, settings: Any) -> list[tuple[str, Any]]:
+        """The stages one ``samdg_train`` call trains, in order, as (name, settings of that stage's run). Stages
+        before the last are prerequisites: the trainer skips one whose folder (:meth:`stage_folder`) already holds
+        a finished model of the same plan. Default: one stage, these settings."""
+        return [("", settings)]
+
+    @classmethod
     def stage_folder(cls, settings: Any) -> str:
         """Sub-folder of the fold folder where a run with these settings writes ("" = the fold folder itself); a
         preliminary stage (espmedsam's distillation) keeps its own model there."""
@@ -153,6 +160,16 @@ class SegmentationMethod(nn.Module):
     def encode(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B,3,S,S) in [0,1] -> ``{"embedding": (B,256,E,E), tap: tensor, ...}``."""
         raise NotImplementedError
+
+    def encode_for_cache(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What the embedding cache stores for (B,3,S,S) images: by default :meth:`encode`'s output (a
+        distillation stage may cache its frozen teacher's embedding instead)."""
+        return self.encode(images)
+
+    def cache_identity(self) -> dict[str, Any]:
+        """Entries that replace or extend the cache key's description of the encoder (``variant``,
+        ``checkpoint``: a path, ...) when :meth:`encode_for_cache` runs another encoder than the plan's."""
+        return {}
 
     def features(self, batch: dict) -> dict[str, torch.Tensor]:
         """The cached features when the batch carries them (in the decoder's dtype), else a fresh encoder pass."""

@@ -73,9 +73,10 @@ MASK_ONLY_FLIP_PROBABILITY = 0.1  # the released loader's horizontal flip probab
 class ESPMedSAMSettings(SamMethodSettings):
     """`espmedsam`: stage, controllers, decoder layout, losses, distillation recipe and released-bug options."""
 
-    stage: Literal["segment", "distill"] = _doc(
-        "`segment`: Dice + BCE + SPPG loss; `distill`: MMDKD, the controllers imitate a frozen teacher's embedding",
-        default="segment")
+    stage: Literal["auto", "segment", "distill"] = _doc(
+        "`auto`: `distill` first when the fold has no distilled encoder for this plan, then `segment`; `segment`: "
+        "Dice + BCE + SPPG loss; `distill`: MMDKD, the controllers imitate a frozen teacher's embedding",
+        default="auto")
     controller_key: ControllerKey = _doc(
         "what chooses an image's controller: `domain` (dataset domains), `modality` (the dataset's channel "
         "modality: one controller per dataset) or `single` (one controller, the released code)", default="modality")
@@ -92,9 +93,9 @@ class ESPMedSAMSettings(SamMethodSettings):
     train_aggregator: bool = _doc("fine-tune the aggregator (the encoder's own weights) too", default=False)
     gradient_checkpointing: bool = _doc("recompute encoder blocks in the backward pass (the controllers' gradients "
                                         "flow through the whole encoder)", default=False)
-    teacher_variant: str = _doc("distillation teacher: a registered variant with weights (vit_b, medsam_vit_b, ...); "
-                                "\"\" = the student's own aggregator as built (the common-knowledge term is then "
-                                "a no-op)", default="")
+    teacher_variant: str = _doc("distillation teacher: a registered variant with weights (the planner picks the "
+                                "largest ViT whose checkpoint is in the weights folder); \"\" = the student's own "
+                                "aggregator as built (the common-knowledge term is then a no-op)", default="")
     distill_lr: float = _doc("Adam learning rate of the distillation stage", default=5e-4, exclusive_minimum=0)
     distill_gamma: float = _doc("ExponentialLR factor per epoch in the distillation stage", default=0.98,
                                 exclusive_minimum=0, maximum=1)
@@ -120,7 +121,8 @@ class ESPMedSAM(FrozenSamMethod):
         self.controller_names = list(s.controllers) if s.controller_key != "single" else []
         self.num_controllers = max(1, len(self.controller_names))
         self.teachers: dict[str, nn.Module] = {}
-        if s.stage == "distill":
+        self.distilling = s.stage == "distill"  # `auto` builds the segmentation model (its last stage)
+        if self.distilling:
             self.teachers["teacher"] = self._build_teacher(sam)
         encoder_controllers = 1 if s.encoder_ignores_controller else self.num_controllers
         self.controller_modules = install_controllers(self.image_encoder, encoder_controllers)
@@ -141,6 +143,14 @@ class ESPMedSAM(FrozenSamMethod):
         return dataclasses.replace(settings, controllers=names)
 
     @classmethod
+    def training_stages(cls, settings: Any) -> list[tuple[str, Any]]:
+        """``auto``: distill (a prerequisite, reused when finished for this plan), then segment; else the one
+        stage asked for."""
+        if settings.stage != "auto":
+            return [(settings.stage, settings)]
+        return [(stage, dataclasses.replace(settings, stage=stage)) for stage in ("distill", "segment")]
+
+    @classmethod
     def stage_folder(cls, settings: Any) -> str:
         """The distillation stage keeps its model in ``fold_X/distill`` (the segmentation stage starts from it)."""
         return DISTILL_FOLDER if settings.stage == "distill" else ""
@@ -148,9 +158,8 @@ class ESPMedSAM(FrozenSamMethod):
     def before_training(self, fold_dir: Path) -> list[str]:
         """Distill stage: say which teacher. Segment stage: start from the controllers (and the aggregator, when it
         trains) of ``fold_dir/distill/checkpoint_final.pth`` when that file exists."""
-        if self.settings.stage == "distill":
-            teacher = self.settings.teacher_variant or "the student's own aggregator (common-knowledge term a no-op)"
-            return [f"espmedsam distillation: the controllers imitate the frozen teacher {teacher}"]
+        if self.distilling:
+            return [self._teacher_line()]
         path = Path(fold_dir) / DISTILL_FOLDER / "checkpoint_final.pth"
         if not path.is_file():
             return [f"espmedsam: no distilled controllers ({path} absent; samdg_train ... --stage distill makes "
@@ -169,13 +178,26 @@ class ESPMedSAM(FrozenSamMethod):
         return [f"espmedsam: controllers{' and aggregator' if self.settings.train_aggregator else ''} start from the "
                 f"distillation stage ({path})"]
 
+    def _teacher_line(self) -> str:
+        teacher, student = self.settings.teacher_variant, self.image_encoder.config.name
+        if teacher and teacher != student:
+            weights = self.teacher_checkpoint or "random initialisation: the variant has no weights"
+            return f"espmedsam distillation: the controllers imitate the frozen teacher {teacher} ({weights})"
+        return (f"espmedsam distillation: the teacher is the student's own aggregator ({student}): the "
+                "common-knowledge term is a no-op; the controllers learn to keep its embedding")
+
     def _build_teacher(self, sam: nn.Module) -> nn.Module:
+        """The frozen teacher encoder: ``teacher_variant`` with its weights, or a copy of the plain aggregator."""
         if not self.settings.teacher_variant:
             teacher = copy.deepcopy(sam.image_encoder)  # before the controllers go in: the plain aggregator
+            self.teacher_checkpoint = getattr(sam, "checkpoint_path", None)
         else:
             from samdg.models.backbones import build_sam
 
-            teacher = build_sam(self.settings.teacher_variant).image_encoder
+            teacher_sam = build_sam(self.settings.teacher_variant)
+            teacher, self.teacher_checkpoint = teacher_sam.image_encoder, teacher_sam.checkpoint_path
+        if self.settings.std_equals_mean:
+            teacher.intensity = "unit_range"  # it gets the released normalisation from encoder_input() as well
         return teacher.requires_grad_(False).eval()
 
     # --- controller selection ------------------------------------------------------------------------------------
@@ -202,7 +224,29 @@ class ESPMedSAM(FrozenSamMethod):
     # --- encoder and decoder -------------------------------------------------------------------------------------
 
     def cacheable_features(self) -> tuple[str, ...] | None:
-        return None  # the controllers inside the encoder train
+        """Distill stage: the frozen teacher's embedding (see :meth:`encode_for_cache`); segment stage: nothing
+        (the controllers inside the encoder train)."""
+        return () if self.distilling else None
+
+    def encode_for_cache(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Distill stage: {"embedding": the teacher's embedding (B,256,E,E) at the student's grid}."""
+        if not self.distilling:
+            raise RuntimeError("espmedsam caches nothing in the segmentation stage")
+        return {"embedding": self.teacher_embedding(images, self._embedding_grid())}
+
+    def cache_identity(self) -> dict[str, Any]:
+        """The teacher's variant and weights file, the encoder input convention and the student's grid: the
+        cached teacher embeddings depend on all of them."""
+        identity: dict[str, Any] = {"encoder": "espmedsam distillation teacher",
+                                    "std_equals_mean": self.settings.std_equals_mean,
+                                    "grid": self._embedding_grid()}
+        if self.settings.teacher_variant:
+            identity.update(variant=self.settings.teacher_variant, checkpoint=self.teacher_checkpoint)
+        return identity
+
+    def _embedding_grid(self) -> tuple[int, int]:
+        size = int(self.image_encoder.config.embedding_size)
+        return size, size
 
     def encoder_input(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [0,1]; with ``std_equals_mean`` the released ``(255x - mean) / mean``."""
@@ -231,11 +275,17 @@ class ESPMedSAM(FrozenSamMethod):
     def decode(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.decode_all(features)[0]
 
+    def predict(self, images: torch.Tensor, features: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Automatic mode; the student always encodes (cached features are the distillation teacher's)."""
+        return self.decode(self.encode(images))
+
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         features = self.encode(batch["image"], batch.get("domain"))
-        if self.settings.stage == "distill":
+        if self.distilling:
+            cached = batch.get("features")
             with torch.no_grad():
-                teacher = self.teacher_embedding(batch["image"], features["embedding"].shape[-2:])
+                teacher = cached["embedding"] if cached is not None else \
+                    self.teacher_embedding(batch["image"], features["embedding"].shape[-2:])
                 logits = self.decode(features)
             return {"logits": logits, "embedding": features["embedding"], "teacher_embedding": teacher}
         logits, patch_logits = self.decode_all(features)
@@ -255,7 +305,7 @@ class ESPMedSAM(FrozenSamMethod):
     # --- losses --------------------------------------------------------------------------------------------------
 
     def loss(self, outputs: dict, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        if self.settings.stage == "distill":
+        if self.distilling:
             mse = F.mse_loss(outputs["embedding"].float(), outputs["teacher_embedding"].float())
             return mse, {"distill_mse": float(mse.detach())}
         target = batch["target"]
@@ -275,7 +325,7 @@ class ESPMedSAM(FrozenSamMethod):
         modules = list(self.controller_modules)
         if self.settings.train_aggregator:
             modules.append(self.image_encoder)
-        if self.settings.stage == "segment":
+        if not self.distilling:
             modules += [self.sppg, self.decoder]
         return modules
 
@@ -283,7 +333,7 @@ class ESPMedSAM(FrozenSamMethod):
         frozen = [self.prompt_encoder]
         if not self.settings.train_aggregator:
             frozen.append(self.image_encoder)
-        if self.settings.stage == "distill":
+        if self.distilling:
             frozen += [self.sppg, self.decoder]
         return frozen
 
@@ -293,7 +343,7 @@ class ESPMedSAM(FrozenSamMethod):
     def configure_optimizers(self, total_steps: int) -> OptimizerSetup:
         """Segment stage: samdg's default (AdamW + warm-up + poly); distill stage: the released Adam +
         ExponentialLR stepped per epoch."""
-        if self.settings.stage == "segment":
+        if not self.distilling:
             return super().configure_optimizers(total_steps)
         parameters = unique_parameters(self.trainable_modules())
         optimizer = torch.optim.Adam(parameters, lr=self.settings.distill_lr)
