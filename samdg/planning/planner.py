@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 
 from samdg.errors import SamdgError
+from samdg.paths import weights_root
+from samdg.planning.distillation import choose_distillation_teacher
 from samdg.planning.modality import CT, RGB
 from samdg.planning.plans import (
     ChannelMapping,
@@ -318,6 +320,7 @@ def plan_experiment(fingerprint: dict[str, Any], dataset_json: dict[str, Any], v
     log("training.augmentation", training.augmentation, "nnU-Net-like default for training on every domain; a "
         f"cross-domain run (--source-domains, cross-domain benchmarks) uses {CROSS_DOMAIN_AUGMENTATION} instead")
     methods = method_defaults(log)
+    choose_distillation_teacher(methods, info.name, weights_root(), log)
 
     plans = Plans(
         dataset_name=fingerprint["dataset_name"],
