@@ -169,7 +169,7 @@ def read_rgb(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             if image.mode not in ("RGB", "RGBA", "P"):
-                raise SamdgError(f"{path}: is a {image.mode} image; expected an 8-bit RGB photograph")
+                raise SamdgError(f"{path}: has colour mode {image.mode}; expected an 8-bit RGB photograph")
             return np.asarray(image.convert("RGB"))
     except SamdgError:
         raise
@@ -184,7 +184,7 @@ def read_grey(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             if image.mode not in ("L", "P", "1", "RGB", "RGBA", "LA"):
-                raise SamdgError(f"{path}: is a {image.mode} image; expected an 8-bit mask")
+                raise SamdgError(f"{path}: has colour mode {image.mode}; expected an 8-bit mask")
             return np.asarray(image.convert("L"))
     except SamdgError:
         raise
