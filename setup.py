@@ -10,6 +10,9 @@ COMMANDS = {
     "samdg_make_synthetic": "dataset_conversion.synthetic:main",
     "samdg_convert_msd": "dataset_conversion.msd:main",
     "samdg_convert_chaos_btcv": "dataset_conversion.chaos_btcv:main",
+    "samdg_convert_saml": "dataset_conversion.saml:main",
+    "samdg_convert_riga": "dataset_conversion.riga:main",
+    "samdg_convert_dofe": "dataset_conversion.dofe:main",
     "samdg_convert_mnms": "dataset_conversion.mnms:main",
 }
 
