@@ -23,15 +23,18 @@ What was verified, and where:
   ``T2SPIR/DICOM_anon``, ``IMG-0002-00001.dcm`` / ``.png``): public conversion code of projects that read the
   download (SSL-ALPNet's ``png_gth_to_nii``, Teuwen's ``build_chaos_dataset.py``, several CHAOS loaders).
 - Ground-truth grey levels liver 63 (55-70), right kidney 126 (110-135), left kidney 189 (175-200), spleen 252
-  (240-255): the CHAOS data page as quoted by those scripts, which map the same windows; this converter maps the
-  windows too and refuses any other grey level.
+  (240-255): nnU-Net v1's ``Task037_038_Chaos_Challenge.py`` (which writes submissions back in these levels) and
+  the scripts above map the same windows; this converter maps the windows too and refuses any other grey level.
 - Slice order: the organisers' evaluation code (emrekavur/CHAOS-evaluation, ``CHAOSmetrics.py``) states that "the
   orientation of the slices is determined by order of image names NOT by position tags"; it stacks the PNGs and
-  the DICOM files each in (natural) name order. So the k-th PNG labels the k-th DICOM file in name order, and
+  the DICOM files each in (natural) name order (nnU-Net v1 and Teuwen's script pair PNG name order with MR slices
+  sorted by position, which agrees for MR). So the k-th PNG labels the k-th DICOM file in name order, and
   the volume keeps that order. Its geometry is then read from the headers of those files, as that code does:
   Image Position (Patient) of every slice, Image Orientation (Patient) and Pixel Spacing; the slice step is
   (last position - first position) / (N - 1), and every slice must lie on that line (else an error names the
-  file). Nothing is assumed about the slice direction, the spacing or the name order going up or down.
+  file). Nothing is assumed about the slice direction, the spacing or the name order going up or down. Checked on
+  the organisers' sample series (CHAOS-evaluation ``Data_3D``: 78 CT slices, names running head to feet): read as
+  L-P-I, 0.727 x 0.727 x 2 mm.
 - PNG rows/columns are the DICOM pixel rows/columns (both are the image as displayed; the organisers compare them
   voxel for voxel); a PNG of another size is an error.
 - BTCV labels 1 spleen, 2 right kidney, 3 left kidney, 6 liver (of 13 organs; 4 gallbladder, 5 esophagus,
@@ -326,7 +329,7 @@ def convert_chaos_btcv(inputs: Sequence[str | Path], dataset_id: int = DEFAULT_I
         description="CHAOS MR (T2-SPIR, T1-DUAL in and out of phase) and BTCV CT, four abdominal organs",
         reference="CHAOS: Kavur et al., Medical Image Analysis 69 (2021) 101950; BTCV: Landman et al., MICCAI 2015 "
                   "Multi-Atlas Labeling Beyond the Cranial Vault",
-        licence="CHAOS: CC BY-SA 4.0; BTCV: Synapse terms of use (registration required)")
+        licence="CHAOS: CC BY-NC-SA 4.0; BTCV: Synapse terms of use (registration required)")
     return target
 
 

@@ -65,7 +65,7 @@ def _chaos(root, patients=(1, 2)):
             _write_dicom(folder / "T2SPIR" / "DICOM_anon" / f"IMG-0002-{k + 1:05d}.dcm",
                          _slice_pixels(patient, "T2SPIR", k), position)
             _write_ground(folder / "T2SPIR" / "Ground" / f"IMG-0002-{k + 1:05d}.png", k)
-            # T1-DUAL: the two echoes interleave in the numbering; Ground pairs by name order.
+            # T1-DUAL: echoes numbered alternately here (an assumption; pairing is by name order either way).
             _write_dicom(folder / "T1DUAL" / "DICOM_anon" / "InPhase" / f"IMG-0004-{2 * k + 2:05d}.dcm",
                          _slice_pixels(patient, "InPhase", k), position)
             _write_dicom(folder / "T1DUAL" / "DICOM_anon" / "OutPhase" / f"IMG-0004-{2 * k + 1:05d}.dcm",
