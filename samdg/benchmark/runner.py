@@ -46,7 +46,9 @@ class BenchmarkSettings:
 
     ``sources``: comma-separated source domains (single-source) or held-out domains (leave-one-domain-out); None =
     every domain. ``epochs``, ``iters_per_epoch``, ``device``, ``embedding_cache`` and ``overrides`` go to training
-    (None = the plan's value); ``predict_batch_size`` and ``mirroring`` to prediction.
+    (None = the plan's value); ``predict_batch_size`` and ``mirroring`` to prediction. ``prompt``: ``automatic``
+    (each method's own mode) or ``gt-box`` (evaluation only: every class in every slice prompted by the box of
+    its reference mask, :data:`samdg.inference.box_prompts.ORACLE_LABEL` on every table).
     """
 
     dataset: str
@@ -63,10 +65,22 @@ class BenchmarkSettings:
     output_dir: str | None = None
     num_processes: int = 2
     progress: bool = True
+    prompt: str = "automatic"
 
 
-def benchmark_dir(dataset_name: str, method: str, protocol: str) -> Path:
-    return results_dataset_dir(dataset_name) / f"benchmark__{method}__{protocol}"
+PROMPTS = ("automatic", "gt-box")
+
+
+def benchmark_dir(dataset_name: str, method: str, protocol: str, prompt: str = "automatic") -> Path:
+    suffix = "" if prompt == "automatic" else f"__{prompt}"
+    return results_dataset_dir(dataset_name) / f"benchmark__{method}__{protocol}{suffix}"
+
+
+def prompt_title(settings: BenchmarkSettings) -> str:
+    """What the tables' titles add for the prompt: nothing (automatic), or the oracle label."""
+    from samdg.inference.box_prompts import ORACLE_LABEL
+
+    return f", {ORACLE_LABEL}" if settings.prompt == "gt-box" else ""
 
 
 def ensure_trained(settings: BenchmarkSettings, dataset_name: str, plan: ModelPlan,
@@ -136,6 +150,11 @@ def predict_and_evaluate(settings: BenchmarkSettings, raw: RawDataset, plan: Mod
     else:
         predictor = Predictor.from_model_dir(fold_dir, device=settings.device, batch_size=settings.predict_batch_size,
                                              mirroring=settings.mirroring, progress=settings.progress)
+        if settings.prompt == "gt-box":
+            from samdg.inference.box_prompts import ReferenceBoxPrompts
+
+            labels = {case_id: case.label_path for case_id, case in evaluation.cases.items()}
+            predictor.use_box_prompts(ReferenceBoxPrompts(labels, predictor.label_spec))
         info_file = prediction_dir / RUN_INFO_FILE
         wanted = predictor.run_info()
         changed = info_file.is_file() and {k: v for k, v in load_json(info_file).items() if k in wanted} != wanted
@@ -167,6 +186,13 @@ def check_training_settings(settings: BenchmarkSettings, dataset_name: str, plan
     from samdg.models.methods import get_method
     from samdg.training.config import plans_for_method
 
+    if settings.prompt not in PROMPTS:
+        raise SamdgError(f"unknown prompt '{settings.prompt}'; choose one of {', '.join(PROMPTS)}")
+    if settings.prompt == "gt-box":
+        from samdg.inference.box_prompts import check_box_prompts
+
+        check_box_prompts(None if is_external_baseline(settings.method) else get_method(settings.method),
+                          settings.method)
     if is_external_baseline(settings.method):
         from samdg.baselines.harness import check_benchmark_settings
 
@@ -186,9 +212,13 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
         raise SamdgError("leave-one-domain-out needs at least 2 domains")
     check_training_settings(settings, dataset_name, plans[0])
     output_dir = (Path(settings.output_dir) if settings.output_dir
-                  else benchmark_dir(dataset_name, settings.method, settings.protocol))
+                  else benchmark_dir(dataset_name, settings.method, settings.protocol, settings.prompt))
     make_folder(output_dir)
     notes = evaluation_notes(raw)
+    if settings.prompt == "gt-box":
+        notes.insert(0, "Prompts: ground-truth box prompts (oracle). Every class in every slice is prompted by the "
+                        "tight box of its reference mask, and a class absent from a slice is predicted empty: an "
+                        "upper bound for prompted use, not an automatic result.")
 
     from samdg.training.splits import domain_tag
 
@@ -220,7 +250,7 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
 
     cells_frame = pd.DataFrame(cells, columns=list(matrix.CELL_COLUMNS))
     rows = [plan.row for plan in plans]
-    title = f"{dataset_name}: {settings.method}, {settings.protocol}"
+    title = f"{dataset_name}: {settings.method}, {settings.protocol}{prompt_title(settings)}"
     files = matrix.write_all(output_dir, cells_frame, rows, domains, title, notes)
     overlay_files = overlays.write_overlays(case_results, output_dir / "overlays")
     headline = {}

@@ -50,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict = parser.add_argument_group("prediction and evaluation")
     predict.add_argument("-b", "--batch-size", type=int, help="slices per forward pass when predicting")
     predict.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (4 passes)")
+    predict.add_argument("--prompt", choices=("automatic", "gt-box"), default="automatic",
+                         help="automatic (default: each method's prompt-free mode) or gt-box: evaluation only, every "
+                              "class in every slice prompted by the box of its reference mask (methods with a prompt "
+                              "encoder: sam, dbsam); tables are labelled 'ground-truth box prompts (oracle)' and go to "
+                              "benchmark__<method>__<protocol>__gt-box")
     predict.add_argument("-np", "--num-processes", type=int, default=2, help="evaluation worker processes (default 2)")
     predict.add_argument("--disable-progress-bar", action="store_true", help="no progress bars")
     return parser
@@ -68,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dataset=args.dataset, method=args.method, protocol=args.protocol, sources=args.sources, epochs=args.epochs,
         iters_per_epoch=args.iters_per_epoch, device=args.device, embedding_cache=args.embedding_cache,
         overrides=parse_overrides(args.override), predict_batch_size=args.batch_size,
-        mirroring=args.tta, output_dir=args.output, num_processes=args.num_processes,
+        mirroring=args.tta, output_dir=args.output, num_processes=args.num_processes, prompt=args.prompt,
         progress=not args.disable_progress_bar,
     )
     methods = parse_methods(args.method)
@@ -101,19 +106,27 @@ def run_several(settings, methods: list[str]) -> int:
     from pathlib import Path
 
     from samdg.benchmark.comparison import write_comparison
-    from samdg.benchmark.runner import benchmark_dir, run_benchmark
+    from samdg.benchmark.runner import benchmark_dir, prompt_title, run_benchmark
     from samdg.paths import resolve_dataset_name
 
+    if settings.prompt == "gt-box":  # every method checked before the first one trains
+        from samdg.baselines import is_external_baseline
+        from samdg.inference.box_prompts import check_box_prompts
+        from samdg.models.methods import get_method
+
+        for method in methods:
+            check_box_prompts(None if is_external_baseline(method) else get_method(method), method)
     dataset_name = resolve_dataset_name(settings.dataset)
     output = Path(settings.output_dir) if settings.output_dir else benchmark_dir(dataset_name, "+".join(methods),
-                                                                                    settings.protocol)
+                                                                                    settings.protocol, settings.prompt)
     results = []
     for method in methods:
         print(f"== {method}", flush=True)
         method_output = str(output / method) if settings.output_dir else None
         results.append(run_benchmark(replace(settings, method=method, output_dir=method_output),
                                      log=lambda message: print(message, flush=True)))
-    files = write_comparison(output, results, f"{dataset_name}: {', '.join(methods)}, {settings.protocol}")
+    files = write_comparison(output, results, f"{dataset_name}: {', '.join(methods)}, {settings.protocol}"
+                                              f"{prompt_title(settings)}")
     print(files["markdown"].read_text(encoding="utf-8"))
     print(f"files: {output}")
     failed = sum(len(model["failed"]) for result in results for model in result["models"])
