@@ -5,27 +5,31 @@
 
 RIGA+ (Hu et al., Zenodo record 6325549, ``RIGAPlus.zip``) repackages RIGA (Almazroa et al., 2018) for domain
 adaptation. Unpacked, it holds ``RIGA/{domain}/{collection}/imageN.tif`` (800 x 800 colour crops around the optic
-nerve head) and ``RIGA-mask/{domain}/{collection}/imageN-R.tif``, one mask per ophthalmologist R = 1..6, plus the
-repackagers' split CSVs (not read). Domains: ``BinRushed`` (collections ``BinRushed1..4``), ``Magrabia``
-(``MagrabiFemale``, ``MagrabiaMale``), ``MESSIDOR_Base1..3`` (``Labeled``; the ``Unlabeled`` photographs RIGA+ adds
-for adaptation carry no mask and are skipped).
+nerve head), ``RIGA-mask/{domain}/{collection}/imageN-R.tif`` (one mask per ophthalmologist R = 1..6) and the
+repackagers' split CSVs (``BinRushed_train.csv``, ...). Domains: ``BinRushed`` (collections ``BinRushed1..4``),
+``Magrabia`` (``MagrabiFemale``, ``MagrabiaMale``), ``MESSIDOR_Base1..3`` (``Labeled``; the ``Unlabeled``
+photographs RIGA+ adds for adaptation carry no mask and are skipped).
 
-Each labelled photograph becomes one case ``{domain}_{collection}_{stem}`` in ``imagesTr`` (the protocols choose
-source and target domains) as an RGB PNG (nnU-Net v2's natural-image convention, ``channel_names`` R, G, B, one
-``_0000.png``), and its rater-R mask (``--rater``, default 1 as DAPSAM) becomes a PNG label map read the way DAPSAM
-reads it: disc = value > 0, cup = value 128, written as 1 = rim (disc outside the cup) and 2 = cup with the nnU-Net
-regions ``optic_disc = [1, 2]`` and ``optic_cup = [2]``. Pixels are copied as they are (no resize; the papers'
-512 x 512 resize belongs to the plans), and 2D images carry no physical spacing.
+Each labelled photograph becomes one case ``{domain}_{collection}_{stem}``: in ``imagesTs``/``labelsTs`` when a
+``*_test.csv`` of the download lists it (column ``image``, paths relative to the download), else in
+``imagesTr``/``labelsTr``. DAPSAM trains on the train part of its source: its lists hold 156 BinRushed and 76
+Magrabia photographs, 80 % of RIGA's 195 and 95. Images are RGB PNG (nnU-Net v2's natural-image convention,
+``channel_names`` R, G, B, one ``_0000.png``); the rater-R mask (``--rater``, default 1 as DAPSAM) becomes a PNG
+label map read the way DAPSAM reads it: disc = value > 0, cup = value 128, written as 1 = rim (disc outside the
+cup) and 2 = cup with the nnU-Net regions ``optic_disc = [1, 2]`` and ``optic_cup = [2]``. Pixels are copied as
+they are (no resize; the papers' 512 x 512 resize belongs to the plans); 2D images carry no physical spacing.
 
-Verified: folder and file names, the ``-R`` rater suffix and rater 1 (``convert_labeled_list(..., r=1)``), the
-disc ``> 0`` / cup ``== 128`` coding and the image counts of the five domains from DAPSAM (wkklavis/DAPSAM
-``fundus/datasets``, its CSVs and ``RIGA_dataloader.py``); cup 128 inside a rim of 255, six raters, the Zenodo
-record and the ``Unlabeled`` folders from a public RIGA+ fetcher. Assumed: that masks are single-channel 8-bit
-TIFFs (a grey RGB mask is read as grey, anything else is an error naming the file).
+Verified: folder and file names, the ``image,mask`` CSV columns, the ``-R`` rater suffix and rater 1
+(``convert_labeled_list(..., r=1)``), the disc ``> 0`` / cup ``== 128`` coding and the image counts of the five
+domains from DAPSAM (wkklavis/DAPSAM ``fundus/datasets``: its CSVs and ``RIGA_dataloader.py``); cup 128 inside a
+rim of 255, six raters, the Zenodo record, the ``Unlabeled`` folders and ``BinRushed_train.csv`` from a public
+RIGA+ fetcher. Assumed: that masks are single-channel 8-bit TIFFs (a grey RGB mask is read as grey, anything else
+is an error naming the file); that RIGA+'s test CSVs end in ``_test.csv`` and have DAPSAM's ``image`` column.
 """
 
 from __future__ import annotations
 
+import csv
 import re
 from pathlib import Path
 from typing import Sequence
@@ -85,6 +89,25 @@ def _cases(source: Path, rater: int) -> list[tuple[str, str, Path, Path]]:
     return cases
 
 
+def _test_photographs(source: Path) -> set[Path]:
+    """The photographs the download's ``*_test.csv`` files list (column ``image``, relative to ``source``)."""
+    listed = set()
+    for table in sorted(source.glob("*_test.csv")):
+        try:
+            with open(table, newline="", encoding="utf-8-sig") as f:
+                rows = list(csv.DictReader(f))
+        except (OSError, UnicodeDecodeError, csv.Error) as error:
+            raise SamdgError(f"{table}: cannot be read as CSV ({error})") from None
+        for line, row in enumerate(rows, start=2):
+            if not (row.get("image") or "").strip():
+                raise SamdgError(f"{table}: line {line}: expected a path in the column 'image'")
+            path = source / row["image"].strip()
+            if not path.is_file():
+                raise SamdgError(f"{table}: line {line}: {path} does not exist")
+            listed.add(path)
+    return listed
+
+
 def label_map(mask: np.ndarray) -> np.ndarray:
     """A RIGA mask (Y,X) uint8 -> labels (Y,X) uint8: 1 where disc (> 0) but not cup, 2 where cup (== 128)."""
     labels = (mask > 0).astype(np.uint8)
@@ -113,15 +136,18 @@ def convert_riga(source_folder: str | Path, dataset_id: int = DEFAULT_ID, rater:
         raise SamdgError(f"-i {source}: folder not found")
     if rater not in RATERS:
         raise SamdgError(f"--rater must be one of 1..6 (RIGA's six ophthalmologists), got {rater}")
-    cases = _cases(source, rater)
+    cases, test = _cases(source, rater), _test_photographs(source)
     target = prepare_target(dataset_id, "RIGAPlus", CONVERTED_BY)
-    jobs = [(str(image), str(mask), str(target / "imagesTr" / f"{case}_0000.png"),
-             str(target / "labelsTr" / f"{case}.png")) for case, _, image, mask in cases]
+    folders = {image: ("imagesTs", "labelsTs") if image in test else ("imagesTr", "labelsTr") for _, _, image, _ in
+               cases}
+    jobs = [(str(image), str(mask), str(target / folders[image][0] / f"{case}_0000.png"),
+             str(target / folders[image][1] / f"{case}.png")) for case, _, image, mask in cases]
     list(run_parallel(_convert_case, jobs, num_processes, description="RIGA+ photographs",
                       names=[case for case, *_ in cases]))
     write_dataset_json(
         target, CONVERTED_BY, channel_names=RGB_CHANNEL_NAMES, labels=FUNDUS_LABELS, file_ending=".png",
-        domains={case: domain for case, domain, *_ in cases}, num_training=len(cases),
+        domains={case: domain for case, domain, *_ in cases},
+        num_training=sum(folders[image][0] == "imagesTr" for _, _, image, _ in cases),
         regions_class_order=FUNDUS_REGIONS_CLASS_ORDER, rater=rater,
         description="RIGA+ fundus photographs, optic disc and cup, one domain per source (BinRushed, Magrabia, "
                     "MESSIDOR Base1-3)",

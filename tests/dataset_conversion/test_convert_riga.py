@@ -112,6 +112,21 @@ def test_a_mask_that_does_not_fit_its_photograph_is_named(tmp_path):
         convert_riga(source)
 
 
+def test_photographs_listed_in_a_test_csv_go_to_images_ts(tmp_path):
+    source = _riga(tmp_path / "RIGAPlus")
+    (source / "BinRushed_test.csv").write_text("image,mask\nRIGA/BinRushed/BinRushed2/image10.tif,"
+                                               "RIGA-mask/BinRushed/BinRushed2/image10.tif\n")
+    raw = load_raw_dataset(convert_riga(source))
+    assert list(raw.test_cases) == ["BinRushed_BinRushed2_image10"]
+    assert "BinRushed_BinRushed1_image1" in raw.training_cases and len(raw.training_cases) == 5
+    label = raw.test_cases["BinRushed_BinRushed2_image10"].label_path
+    assert label.endswith("labelsTs/BinRushed_BinRushed2_image10.png")
+    assert verify_dataset(raw) == []
+    (source / "BinRushed_test.csv").write_text("image,mask\nRIGA/BinRushed/BinRushed2/image11.tif,x\n")
+    with pytest.raises(SamdgError, match=r"BinRushed_test.csv: line 2: .*BinRushed2/image11.tif does not exist"):
+        convert_riga(source, dataset_id=205)
+
+
 def test_a_rerun_resumes_and_the_result_plans_and_preprocesses(tmp_path):
     from samdg.cli.plan_and_preprocess import main as plan_and_preprocess
 
