@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from samdg.benchmark.matrix import METRICS
+from samdg.benchmark.matrix import ALL_METRICS, METRICS
 from samdg.utils.files import atomic_path, atomic_write_text, make_folder
 
 CROSS_MEAN = "cross-domain mean"
@@ -24,7 +24,7 @@ IN_MEAN = "in-domain mean"
 
 def comparison_frame(results: Sequence[dict[str, Any]], metric: str) -> pd.DataFrame:
     """Rows: the methods of ``results`` (benchmark.json contents); columns: targets, CROSS_MEAN, IN_MEAN."""
-    targets = list(results[0]["domains"])
+    targets = list(results[0].get("targets") or results[0]["domains"])
     rows = {}
     for result in results:
         cells = pd.read_csv(result["files"]["cells"], keep_default_na=False, na_values=["NaN"],
@@ -58,8 +58,10 @@ def write_comparison(output_dir: Path, results: Sequence[dict[str, Any]], title:
                 "Per target: mean of the method's cross-domain cells (models that did not train on it). "
                 f"`{CROSS_MEAN}`: every cross-domain cell; `{IN_MEAN}`: every in-domain cell.", ""]
     blocks = []
-    for metric, name in METRICS.items():
+    for metric, name in ALL_METRICS.items():
         frame = comparison_frame(results, metric)
+        if metric not in METRICS and frame.isna().all().all():  # paper metrics only with --paper-metrics
+            continue
         block = frame.reset_index()
         block.insert(0, "metric", metric)
         blocks.append(block)

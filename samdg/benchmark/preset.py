@@ -149,3 +149,21 @@ def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
     return str(value)
+
+
+def merge(preset: Preset, command_line: dict[str, Any]) -> dict[str, tuple[Any, str]]:
+    """The settings in effect -> (value, origin): a command-line value (not None) wins over the preset's.
+
+    ``command_line`` keys: method, protocol, sources, targets (``"A,B"`` text), split, overrides (dict, merged
+    key by key over the preset's), paper_metrics. Sources and targets come back as ``"A,B"`` text or None.
+    """
+    from_preset = {"method": preset.method, "protocol": preset.protocol,
+                   "sources": ",".join(preset.sources) if preset.sources else None,
+                   "targets": ",".join(preset.targets) if preset.targets else None, "split": preset.split,
+                   "paper_metrics": preset.paper_metrics}
+    chosen = {key: (value, "preset") if command_line.get(key) is None else (command_line[key], "command line")
+              for key, value in from_preset.items()}
+    given = command_line.get("overrides") or {}
+    origin = "preset" if not given else "command line" if not preset.overrides else "preset, command line wins"
+    chosen["overrides"] = ({**preset.overrides, **given}, origin)
+    return chosen

@@ -48,7 +48,10 @@ class BenchmarkSettings:
     every domain. ``epochs``, ``iters_per_epoch``, ``device``, ``embedding_cache`` and ``overrides`` go to training
     (None = the plan's value); ``predict_batch_size`` and ``mirroring`` to prediction. ``prompt``: ``automatic``
     (each method's own mode) or ``gt-box`` (evaluation only: every class in every slice prompted by the box of
-    its reference mask, :data:`samdg.inference.box_prompts.ORACLE_LABEL` on every table).
+    its reference mask, :data:`samdg.inference.box_prompts.ORACLE_LABEL` on every table). ``targets``: the
+    domains tested (None = every domain); ``fold``: ``all`` or ``first90`` (DeSAM's split, see
+    samdg.training.splits); ``paper_metrics``: add the papers' Dice columns and tables; ``preset``: the
+    ``--preset`` that set these (names the default output folder instead of the protocol).
     """
 
     dataset: str
@@ -66,6 +69,10 @@ class BenchmarkSettings:
     num_processes: int = 2
     progress: bool = True
     prompt: str = "automatic"
+    targets: str | None = None
+    fold: str = "all"
+    paper_metrics: bool = False
+    preset: str | None = None
 
 
 PROMPTS = ("automatic", "gt-box")
@@ -92,13 +99,13 @@ def ensure_trained(settings: BenchmarkSettings, dataset_name: str, plan: ModelPl
         from samdg.baselines.harness import train_for_benchmark
 
         return train_for_benchmark(settings, dataset_name, list(plan.training_domains), log)
-    fold_dir = results_fold_dir(dataset_name, settings.method, FOLD, list(plan.training_domains))
+    fold_dir = results_fold_dir(dataset_name, settings.method, settings.fold, list(plan.training_domains))
     if (fold_dir / "checkpoint_final.pth").is_file():
         note = _reuse_note(fold_dir, settings, dataset_name, plan)
         log(f"[{plan.row}] reusing the trained model {fold_dir}{note}")
         return fold_dir, "reused"
     log(f"[{plan.row}] training {settings.method} on {', '.join(plan.training_domains)} -> {fold_dir}")
-    args = TrainingArgs(dataset=dataset_name, method=settings.method, fold=FOLD, epochs=settings.epochs,
+    args = TrainingArgs(dataset=dataset_name, method=settings.method, fold=settings.fold, epochs=settings.epochs,
                         iters_per_epoch=settings.iters_per_epoch, device=settings.device,
                         source_domains=sorted(plan.training_domains), continue_training=True,
                         embedding_cache=settings.embedding_cache, overrides=dict(settings.overrides),
@@ -169,7 +176,7 @@ def predict_and_evaluate(settings: BenchmarkSettings, raw: RawDataset, plan: Mod
         references = {c: Path(evaluation.cases[c].label_path) for c in predicted}
         output = prediction_dir / f"evaluation_{split}"
         evaluate_folders(references, prediction_dir, raw.labels, raw.domains, output, settings.num_processes,
-                         raw.file_ending, allow_missing=True, progress=False)
+                         raw.file_ending, allow_missing=True, progress=False, paper_metrics=settings.paper_metrics)
         frame = pd.read_csv(output / PER_CASE_FILE, dtype={"case": str, "domain": str, "label": str},
                             keep_default_na=False, na_values=["NaN"])
         frames.append(frame)
@@ -193,6 +200,8 @@ def check_training_settings(settings: BenchmarkSettings, dataset_name: str, plan
 
         check_box_prompts(None if is_external_baseline(settings.method) else get_method(settings.method),
                           settings.method)
+    if settings.fold != FOLD and is_external_baseline(settings.method):
+        raise SamdgError(f"{settings.method} trains on samdg's 5-fold or 'all' splits only, not fold {settings.fold}")
     if is_external_baseline(settings.method):
         from samdg.baselines.harness import check_benchmark_settings
 
@@ -206,15 +215,23 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
     dataset_name = resolve_dataset_name(settings.dataset)
     raw = load_raw_dataset(raw_dataset_dir(dataset_name))
     domains = check_domains(raw)
-    sources = parse_sources(settings.sources, domains)
+    from_preset = f" (or preset {settings.preset})" if settings.preset else ""
+    sources = parse_sources(settings.sources, domains, f"--sources{from_preset}")
+    targets = parse_sources(settings.targets, domains, f"--targets{from_preset}")
+    preset = f" (preset {settings.preset})" if settings.preset else ""
     plans = model_plans(settings.protocol, domains, sources)
     if settings.protocol == "leave-one-domain-out" and len(domains) < 2:
         raise SamdgError("leave-one-domain-out needs at least 2 domains")
     check_training_settings(settings, dataset_name, plans[0])
     output_dir = (Path(settings.output_dir) if settings.output_dir
-                  else benchmark_dir(dataset_name, settings.method, settings.protocol, settings.prompt))
+                  else benchmark_dir(dataset_name, settings.method, settings.preset or settings.protocol,
+                                     settings.prompt))
     make_folder(output_dir)
-    notes = evaluation_notes(raw)
+    notes = evaluation_notes(raw, targets)
+    if settings.paper_metrics:
+        from samdg.evaluation.paper_metrics import INFLATION_NOTE
+
+        notes.append(f"Note: {INFLATION_NOTE}")
     if settings.prompt == "gt-box":
         notes.insert(0, "Prompts: ground-truth box prompts (oracle). Every class in every slice is prompted by the "
                         "tight box of its reference mask, and a class absent from a slice is predicted empty: an "
@@ -225,7 +242,7 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
     cells, case_results, models = [], [], []
     for plan in plans:
         fold_dir, status = ensure_trained(settings, dataset_name, plan, log)
-        evaluation = evaluation_cases(raw, plan.training_domains)
+        evaluation = evaluation_cases(raw, plan.training_domains, targets)
         if not evaluation.cases:
             raise SamdgError(f"{raw.folder}: no labelled case to test the model trained on "
                              f"{', '.join(plan.training_domains)}")
@@ -250,18 +267,19 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
 
     cells_frame = pd.DataFrame(cells, columns=list(matrix.CELL_COLUMNS))
     rows = [plan.row for plan in plans]
-    title = f"{dataset_name}: {settings.method}, {settings.protocol}{prompt_title(settings)}"
-    files = matrix.write_all(output_dir, cells_frame, rows, domains, title, notes)
+    title = f"{dataset_name}: {settings.method}, {settings.protocol}{preset}{prompt_title(settings)}"
+    files = matrix.write_all(output_dir, cells_frame, rows, targets, title, notes)
     overlay_files = overlays.write_overlays(case_results, output_dir / "overlays")
     headline = {}
-    for metric in matrix.METRICS:
-        frame = matrix.matrix_frame(cells_frame, metric, rows, domains)
+    for metric in matrix.metrics_of(cells_frame):
+        frame = matrix.matrix_frame(cells_frame, metric, rows, targets)
         value = frame.loc[matrix.COLUMN_MEAN, matrix.ROW_MEAN]
         headline[f"{metric}_cross_domain_mean"] = None if value is None or math.isnan(value) else float(value)
     result = {
         "dataset": dataset_name,
         "settings": asdict(settings),
         "domains": domains,
+        "targets": targets,
         "models": models,
         "headline": headline,
         "notes": notes,

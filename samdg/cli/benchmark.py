@@ -3,6 +3,9 @@
 Trains (or reuses) one model per source selection, predicts the test cases of every domain, evaluates them and
 writes the source x target matrix of Dice and HD95 (matrix.csv, matrix.md, matrix.png) and overlay PNGs of the
 best and worst case per target. See documentation/cross_domain.md.
+
+``samdg_benchmark -d ID --preset NAME`` runs a paper's protocol (samdg/benchmark/presets/NAME.json, see
+documentation/datasets.md); options given on the command line win over the preset's.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from samdg.errors import SamdgError
 
 def build_parser() -> argparse.ArgumentParser:
     from samdg.baselines import method_choices_help
+    from samdg.benchmark.preset import SPLITS, list_presets
     from samdg.benchmark.protocols import PROTOCOLS
     from samdg.training.embedding_cache import CACHE_MODES
 
@@ -28,16 +32,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-d", "--dataset", required=True,
                         help="dataset id or DatasetXXX_Name (planned and preprocessed)")
-    parser.add_argument("-m", "--method", required=True,
+    parser.add_argument("-m", "--method",
                         help="method(s), comma-separated for one combined table (e.g. sam,desam,nnunet): "
-                             f"{method_choices_help()}")
-    parser.add_argument("--protocol", required=True, choices=PROTOCOLS,
+                             f"{method_choices_help()} (required unless the preset sets one)")
+    parser.add_argument("--protocol", choices=PROTOCOLS,
                         help="single-source: one model per source domain, tested on every domain; "
-                             "leave-one-domain-out: train on all domains but one, test on it")
+                             "leave-one-domain-out: train on all domains but one, test on it (required unless "
+                             "--preset)")
     parser.add_argument("--sources", metavar="A,B", help="single-source: the source domains to train on; "
                                                          "leave-one-domain-out: the domains to hold out (default: all)")
+    parser.add_argument("--targets", metavar="A,B", help="the domains to test, the matrix columns (default: all)")
+    parser.add_argument("--preset", metavar="NAME",
+                        help=f"a paper's protocol ({', '.join(list_presets())}): sets the method, protocol, "
+                             "sources, targets, split, plan overrides and --paper-metrics, and prints them; options "
+                             "given on the command line win (documentation/datasets.md)")
     parser.add_argument("-o", "--output",
-                        help="output folder (default $SAMDG_results/DatasetXXX/benchmark__<method>__<protocol>)")
+                        help="output folder (default $SAMDG_results/DatasetXXX/benchmark__<method>__<protocol or "
+                             "preset>)")
     train = parser.add_argument_group("training (passed to samdg_train for models not trained yet)")
     train.add_argument("--epochs", type=int, help="epochs (default: the plan's)")
     train.add_argument("--iters-per-epoch", type=int, help="iterations per epoch (default: the plan's)")
@@ -47,9 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="cache frozen-encoder features while training (augmented: K views per slice)")
     train.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                        help="plans entry for training, e.g. training.augmentation=none (repeatable)")
+    train.add_argument("--split", choices=SPLITS,
+                       help="all (default): train on every case of the source domains; first90: DeSAM's split, "
+                            "the first 90 %% of the source patients train and the last 10 %% validate")
     predict = parser.add_argument_group("prediction and evaluation")
     predict.add_argument("-b", "--batch-size", type=int, help="slices per forward pass when predicting")
     predict.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (4 passes)")
+    predict.add_argument("--paper-metrics", action=argparse.BooleanOptionalAction, default=None,
+                         help="also the papers' Dice over foreground slices only and per-image Dice, in extra "
+                              "paper_* columns and tables beside the whole-volume metrics (they inflate Dice: no "
+                              "penalty for false positives on empty slices)")
     predict.add_argument("--prompt", choices=("automatic", "gt-box"), default="automatic",
                          help="automatic (default: each method's prompt-free mode) or gt-box: evaluation only, every "
                               "class in every slice prompted by the box of its reference mask (methods with a prompt "
@@ -69,20 +87,43 @@ def main(argv: Sequence[str] | None = None) -> int:
                         ("--batch-size", args.batch_size), ("-np", args.num_processes)):
         if value is not None and value < 1:
             raise SamdgError(f"{name} must be at least 1, got {value}")
+    protocol = protocol_settings(args)
     settings = BenchmarkSettings(
-        dataset=args.dataset, method=args.method, protocol=args.protocol, sources=args.sources, epochs=args.epochs,
+        dataset=args.dataset, method=protocol["method"], protocol=protocol["protocol"], sources=protocol["sources"],
+        targets=protocol["targets"], fold=protocol["split"], paper_metrics=protocol["paper_metrics"],
+        preset=args.preset, epochs=args.epochs,
         iters_per_epoch=args.iters_per_epoch, device=args.device, embedding_cache=args.embedding_cache,
-        overrides=parse_overrides(args.override), predict_batch_size=args.batch_size,
+        overrides=protocol["overrides"], predict_batch_size=args.batch_size,
         mirroring=args.tta, output_dir=args.output, num_processes=args.num_processes, prompt=args.prompt,
         progress=not args.disable_progress_bar,
     )
-    methods = parse_methods(args.method)
+    methods = parse_methods(settings.method)
     if len(methods) > 1:
         return run_several(settings, methods)
     result = run_benchmark(settings, log=lambda message: print(message, flush=True))
     print_result(result)
     failed = sum(len(model["failed"]) for model in result["models"])
     return 1 if failed else 0
+
+
+def protocol_settings(args: argparse.Namespace) -> dict:
+    """method, protocol, sources, targets, split, overrides and paper_metrics: the command line's, else the
+    ``--preset``'s (printed with where each came from); -m and --protocol are required without a preset."""
+    from samdg.benchmark.preset import describe, load_preset, merge
+
+    given = {"method": args.method, "protocol": args.protocol, "sources": args.sources, "targets": args.targets,
+             "split": args.split, "overrides": parse_overrides(args.override), "paper_metrics": args.paper_metrics}
+    if args.preset:
+        preset = load_preset(args.preset)
+        chosen = merge(preset, given)
+        print("\n".join(describe(preset, chosen)), flush=True)
+        given = {key: value for key, (value, _) in chosen.items()}
+    if not given["method"]:
+        raise SamdgError("-m/--method is required" + (f" (preset {args.preset} sets no method)" if args.preset
+                                                      else " (or --preset NAME)"))
+    if not given["protocol"]:
+        raise SamdgError("--protocol is required (or --preset NAME)")
+    return {**given, "split": given["split"] or "all", "paper_metrics": bool(given["paper_metrics"])}
 
 
 def parse_methods(text: str) -> list[str]:
@@ -117,8 +158,8 @@ def run_several(settings, methods: list[str]) -> int:
         for method in methods:
             check_box_prompts(None if is_external_baseline(method) else get_method(method), method)
     dataset_name = resolve_dataset_name(settings.dataset)
-    output = Path(settings.output_dir) if settings.output_dir else benchmark_dir(dataset_name, "+".join(methods),
-                                                                                    settings.protocol, settings.prompt)
+    output = Path(settings.output_dir) if settings.output_dir else benchmark_dir(
+        dataset_name, "+".join(methods), settings.preset or settings.protocol, settings.prompt)
     results = []
     for method in methods:
         print(f"== {method}", flush=True)
