@@ -42,6 +42,7 @@ for part in $parts; do
       method_step dbsam litemedsam
       method_step dbsam vit_b
       method_step dbsam vit_b --setting gradient_checkpointing=true
+      method_step dbsam litemedsam --setting prompt=box
       method_step espmedsam litemedsam
       method_step espmedsam litemedsam --setting stage=distill
       method_step desam litemedsam
