@@ -172,6 +172,10 @@ def convert_mnms(source_folder: str | Path, dataset_id: int = DEFAULT_ID, num_pr
     source = Path(source_folder).expanduser()
     if not source.is_dir():
         raise SamdgError(f"-i {source}: folder not found")
+    if not (source / "Training").is_dir() and (source / "OpenDataset").is_dir():
+        source = source / "OpenDataset"  # the folder the archive unpacks into
+    require(source / "Training", "the M&Ms OpenDataset folder (Training, Validation, Testing and the information "
+            "CSV) as -i")
     info_path = Path(info_csv).expanduser() if info_csv else find_info_csv(source)
     info = read_info_csv(require(info_path, "the M&Ms information CSV"))
     target = prepare_target(dataset_id, DATASET_NAME, CONVERTED_BY)

@@ -145,6 +145,8 @@ def test_missing_unexpected_and_unknown_entries_are_named(tmp_path):
     (source / "notes.csv").write_text("x")
     with pytest.raises(SamdgError, match=r"2 .csv files .*give it with --info-csv"):
         convert_mnms(source, num_processes=1)
+    with pytest.raises(SamdgError, match=r"OpenDataset/Validation/Training: missing; expected the M&Ms OpenDataset"):
+        convert_mnms(source / "Validation", num_processes=1)
 
 
 def test_an_ed_frame_past_the_last_frame_names_the_image(tmp_path):
@@ -159,7 +161,7 @@ def test_the_converted_fixture_plans_and_preprocesses(tmp_path, capsys):
     from samdg.cli.plan_and_preprocess import main as plan_and_preprocess
 
     source = _open_dataset(tmp_path, [s for s in SUBJECTS if s[0] != "Training/Labeled" or s[1] == "B2C4X8"])
-    assert main(["-i", str(source), "-d", "22", "-np", "1"]) == 0
+    assert main(["-i", str(source.parent), "-d", "22", "-np", "1"]) == 0  # the folder the archive unpacked into
     out = capsys.readouterr().out
     assert "| D | 2 | 2 |" in out and "skipped 1 unlabelled subject(s)" in out
     assert plan_and_preprocess(["-d", "22", "--variant", "tiny_vit_test", "-np", "1", "--no_pbar"]) in (0, None)
