@@ -22,6 +22,7 @@ import re
 import shutil
 from collections import defaultdict
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -93,6 +94,21 @@ def unexpected(path: Path, expected: str) -> SamdgError:
     return SamdgError(f"{path}: unexpected file; expected {expected}")
 
 
+def is_debris(path: Path) -> bool:
+    """Dot files, ``__MACOSX``, ``Thumbs.db``, ``desktop.ini``: what archives and desktops add to any folder."""
+    return bool(_DEBRIS.match(path.name))
+
+
+def check_entries(folder: Path, allowed: Callable[[Path], bool], expected: str) -> list[Path]:
+    """The entries of ``folder`` in name order, debris skipped; one that ``allowed`` refuses is an
+    :func:`unexpected` file (``expected`` says what belongs there)."""
+    entries = [path for path in sorted(require(folder, expected).iterdir()) if not is_debris(path)]
+    for path in entries:
+        if not allowed(path):
+            raise unexpected(path, expected)
+    return entries
+
+
 def list_files(folder: Path, pattern: re.Pattern, expected: str) -> list[tuple[re.Match, Path]]:
     """(match, path) of every entry of ``folder``, whose name must match ``pattern`` (full match), in name order.
 
@@ -103,7 +119,7 @@ def list_files(folder: Path, pattern: re.Pattern, expected: str) -> list[tuple[r
     require(folder, expected)
     found = []
     for path in sorted(folder.iterdir()):
-        if _DEBRIS.match(path.name):
+        if is_debris(path):
             continue
         match = pattern.fullmatch(path.name)
         if match is None:

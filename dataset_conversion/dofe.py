@@ -34,6 +34,7 @@ from dataset_conversion.common import (
     FUNDUS_LABELS,
     FUNDUS_REGIONS_CLASS_ORDER,
     RGB_CHANNEL_NAMES,
+    check_entries,
     converter_parser,
     domain_table,
     list_files,
@@ -41,7 +42,6 @@ from dataset_conversion.common import (
     read_grey,
     read_rgb,
     require,
-    unexpected,
     write_dataset_json,
     write_png,
 )
@@ -60,20 +60,14 @@ BACKGROUND_ABOVE, CUP_AT_MOST = 200, 50  # DoFE's Normalize_tf thresholds on the
 
 def _cases(source: Path) -> list[tuple[str, str, str, Path, Path]]:
     """(case id, domain, split, image, mask) of every pair, in domain, split, name order."""
-    for path in sorted(source.iterdir()):
-        if path.name not in DOMAINS and not path.name.startswith("."):
-            raise unexpected(path, f"the domain folders {', '.join(DOMAINS)}")
+    check_entries(source, lambda path: path.name in DOMAINS, f"the domain folders {', '.join(DOMAINS)}")
     cases, seen = [], {}
     for domain in DOMAINS:
         domain_folder = require(source / domain, f"the DoFE domain folder {domain} ({SOURCES[domain]})")
-        for path in sorted(domain_folder.iterdir()):
-            if path.name not in SPLITS and not path.name.startswith("."):
-                raise unexpected(path, "the folders train and test")
+        check_entries(domain_folder, lambda path: path.name in SPLITS, "the folders train and test")
         for split in SPLITS:
             rois = require(domain_folder / split / "ROIs", "the folders ROIs/image and ROIs/mask")
-            for path in sorted(rois.iterdir()):
-                if path.name not in ("image", "mask") and not path.name.startswith("."):
-                    raise unexpected(path, "the folders image and mask")
+            check_entries(rois, lambda path: path.name in ("image", "mask"), "the folders image and mask")
             images = {m.group("stem"): p for m, p in list_files(rois / "image", _PNG, "NAME.png")}
             masks = {m.group("stem"): p for m, p in list_files(rois / "mask", _PNG, "NAME.png, as its image")}
             for stem in sorted(set(images) | set(masks)):

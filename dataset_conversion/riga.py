@@ -40,6 +40,7 @@ from dataset_conversion.common import (
     FUNDUS_LABELS,
     FUNDUS_REGIONS_CLASS_ORDER,
     RGB_CHANNEL_NAMES,
+    check_entries,
     converter_parser,
     domain_table,
     list_files,
@@ -47,7 +48,6 @@ from dataset_conversion.common import (
     read_grey,
     read_rgb,
     require,
-    unexpected,
     write_dataset_json,
     write_png,
 )
@@ -66,21 +66,17 @@ CUP_VALUE = 128
 
 def _cases(source: Path, rater: int) -> list[tuple[str, str, Path, Path]]:
     """(case id, domain, photograph, mask) of every labelled photograph, in domain, collection, name order."""
-    for path in sorted(source.iterdir()):
-        if path.name not in ("RIGA", "RIGA-mask") and not path.name.startswith(".") and path.suffix != ".csv":
-            raise unexpected(path, "the folders RIGA and RIGA-mask (and RIGA+'s split CSVs)")
-    photographs, masks = require(source / "RIGA", "RIGA+'s photographs"), source / "RIGA-mask"
-    for path in sorted(photographs.iterdir()):
-        if path.name not in DOMAINS and not path.name.startswith("."):
-            raise unexpected(path, f"the domain folders {', '.join(DOMAINS)}")
+    check_entries(source, lambda path: path.name in ("RIGA", "RIGA-mask") or path.suffix == ".csv",
+                  "the folders RIGA and RIGA-mask (and RIGA+'s split CSVs)")
+    photographs, masks = source / "RIGA", source / "RIGA-mask"
+    check_entries(photographs, lambda path: path.name in DOMAINS, f"the domain folders {', '.join(DOMAINS)}")
     cases = []
     for domain in DOMAINS:
-        for collection in sorted(p for p in require(photographs / domain, "a RIGA+ domain folder").iterdir()
-                                 if not p.name.startswith(".")):
+        collections = check_entries(photographs / domain, Path.is_dir, f"{domain}'s collection folders (for example "
+                                                                       f"{domain}1 or Labeled)")
+        for collection in collections:
             if collection.name == _UNLABELLED:
                 continue
-            if not collection.is_dir():
-                raise unexpected(collection, f"collection folders such as {domain}1 or Labeled")
             for match, image in list_files(collection, _PHOTOGRAPH, "imageN.tif"):
                 stem = match.group("stem")
                 mask = masks / domain / collection.name / f"{stem}-{rater}.tif"

@@ -45,6 +45,7 @@ from typing import Sequence
 import numpy as np
 
 from dataset_conversion.common import (
+    check_entries,
     converter_parser,
     copy_as_nii_gz,
     domain_table,
@@ -52,7 +53,6 @@ from dataset_conversion.common import (
     load_nifti,
     prepare_target,
     require,
-    unexpected,
     write_dataset_json,
     write_nifti,
 )
@@ -80,12 +80,8 @@ ZONAL_LABELS = {"background": 0, "zone_1": 1, "zone_2": 2}
 
 def _saml_cases(source: Path, sites: Sequence[str]) -> list[tuple[str, str, Path, Path]]:
     """(case id, site, image, mask) of the SAML site folders, in site then file-name order."""
-    folders = {}
-    for path in sorted(source.iterdir()):
-        if path.is_dir() and path.name in _SITE_FOLDERS:
-            folders[_SITE_FOLDERS[path.name]] = path
-        elif not path.name.startswith("."):
-            raise unexpected(path, f"the site folders {', '.join(SITES)}")
+    folders = {_SITE_FOLDERS[path.name]: path for path in check_entries(
+        source, lambda path: path.is_dir() and path.name in _SITE_FOLDERS, f"the site folders {', '.join(SITES)}")}
     cases = []
     for site in sites:
         folder = require(folders.get(site, source / site), f"the site folder {site} (MS-Net's name for it is also "
@@ -124,9 +120,8 @@ def _read_centres(csv_path: Path) -> list[tuple[int, str]]:
 
 def _desam_cases(source: Path, sites: Sequence[str]) -> list[tuple[str, str, Path, Path]]:
     """(case id, site, image, mask) of the DeSAM layout, in the CSV's order, for the chosen sites."""
-    for path in sorted(source.iterdir()):
-        if path.name not in ("imagesTr", "labelsTr", _DESAM_CSV, "dataset.json") and not path.name.startswith("."):
-            raise unexpected(path, f"imagesTr, labelsTr and {_DESAM_CSV}")
+    check_entries(source, lambda path: path.name in ("imagesTr", "labelsTr", _DESAM_CSV, "dataset.json"),
+                  f"imagesTr, labelsTr and {_DESAM_CSV}")
     images = {int(m.group("number")): (m.group("case"), p) for m, p in
               list_files(source / "imagesTr", _DESAM_IMAGE, "prostate_NNN_0000.nii.gz")}
     labels = {int(m.group("number")): (m.group("case"), p) for m, p in

@@ -43,6 +43,7 @@ def _dofe(root, rgb_masks=False):
                 Image.fromarray(rng.integers(0, 256, (*SIZE, 3), dtype=np.uint8)).save(rois / "image" / f"{stem}.png")
                 mask = Image.fromarray(_mask())
                 (mask.convert("RGB") if rgb_masks else mask).save(rois / "mask" / f"{stem}.png")
+    (root / "__MACOSX" / "Domain1").mkdir(parents=True)  # archive debris, skipped
     return root
 
 
