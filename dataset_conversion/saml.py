@@ -21,8 +21,9 @@ Every case goes to ``imagesTr`` (the protocols choose source and target sites), 
 Images are copied byte for byte (``.nii`` is compressed to ``.nii.gz``), so orientation and spacing are the
 download's own. Labels: the ``RUNMC`` and ``BMC`` masks carry two values, 1 and 2 (the NCI-ISBI 2013 central
 gland and peripheral zone), the other sites' masks are binary; the output is binary, ``prostate = mask > 0``, as
-DAPSAM and HarmoFL read it. ``--zonal`` keeps the two values instead and converts only those two sites. A mask
-whose grid differs from its image, or with a value other than 0, 1 and 2, is an error naming the file.
+DAPSAM and HarmoFL read it. ``--zonal`` keeps the two values instead and converts only those two sites. Labels
+are written on their image's voxel-to-world matrix; a mask whose shape, or matrix beyond 0.01 mm, differs from its
+image's, or with a value other than 0, 1 and 2, is an error naming the file.
 
 Verified: site folders, file names and case counts (30/30/19/13/12/12) from the site CSVs of DAPSAM
 (wkklavis/DAPSAM ``prostate/datasets``) and the file lists of HarmoFL (med-air/HarmoFL ``data/prostate/*-dir.npy``);
@@ -74,6 +75,7 @@ _DESAM_CSV = "prostate_patientid.csv"
 _DESAM_IMAGE = re.compile(r"(?P<case>.+\D(?P<number>\d+))_0000\.nii\.gz")
 _DESAM_LABEL = re.compile(r"(?P<case>.+\D(?P<number>\d+))\.nii\.gz")
 _VALUES = (0, 1, 2)
+GRID_TOLERANCE = 1e-2  # mm and relative: header rounding between a mask and its image, not a different grid
 BINARY_LABELS = {"background": 0, "prostate": 1}
 ZONAL_LABELS = {"background": 0, "zone_1": 1, "zone_2": 2}
 
@@ -146,22 +148,26 @@ def _desam_cases(source: Path, sites: Sequence[str]) -> list[tuple[str, str, Pat
 
 
 def _convert_case(job: tuple[str, str, str, str, bool]) -> None:
-    """A process-pool job: copy one image and write its mask as binary (or zonal) uint8 labels."""
+    """A process-pool job: copy one image and write its mask as binary (or zonal) uint8 labels on its grid."""
     image, mask, image_out, label_out, zonal = job
     image, mask, image_out, label_out = Path(image), Path(mask), Path(image_out), Path(label_out)
-    copy_as_nii_gz(image, image_out)
-    if label_out.is_file():
+    if image_out.is_file() and label_out.is_file():
         return
-    label_image = load_nifti(mask)
-    shape = load_nifti(image).shape
-    if label_image.shape != shape:
-        raise SamdgError(f"{mask}: shape {label_image.shape} differs from its image {image.name} {shape}")
+    label_image, grid = load_nifti(mask), load_nifti(image)
+    if label_image.shape != grid.shape:
+        raise SamdgError(f"{mask}: shape {label_image.shape} differs from its image {image.name} {grid.shape}")
+    if not np.allclose(label_image.affine, grid.affine, rtol=GRID_TOLERANCE, atol=GRID_TOLERANCE):
+        raise SamdgError(f"{mask}: its voxel-to-world matrix differs from its image {image.name} beyond "
+                         f"{GRID_TOLERANCE} (mask {np.round(label_image.affine[:3], 3).tolist()}, image "
+                         f"{np.round(grid.affine[:3], 3).tolist()})")
     values = np.rint(np.asanyarray(label_image.dataobj)).astype(np.int16)
     unknown = sorted(set(np.unique(values).tolist()) - set(_VALUES))
     if unknown:
         raise SamdgError(f"{mask}: unexpected label value(s) {unknown[:5]}; the SAML masks hold 0, 1 and 2")
+    copy_as_nii_gz(image, image_out)
     labels = values if zonal else (values > 0)
-    write_nifti(label_out, labels.astype(np.uint8), label_image.affine, label_image.header)
+    # the image's own matrix: rounding noise in the mask header would fail samdg's grid check (1e-3) otherwise
+    write_nifti(label_out, labels.astype(np.uint8), grid.affine, label_image.header)
 
 
 def convert_saml(source_folder: str | Path, dataset_id: int = DEFAULT_ID, zonal: bool = False,

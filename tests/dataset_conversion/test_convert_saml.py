@@ -131,6 +131,25 @@ def test_a_missing_mask_or_site_and_a_foreign_label_value_are_one_line_errors(tm
         convert_saml(source)
 
 
+def test_a_mask_header_with_rounding_noise_is_put_on_its_image_grid_and_a_shifted_one_is_refused(tmp_path):
+    source = _saml(tmp_path / "saml")
+    mask_path = source / "UCL" / "Case01_segmentation.nii.gz"
+    mask = np.asanyarray(nib.load(str(mask_path)).dataobj)
+    noisy = AFFINE.copy()
+    noisy[0, 3] += 4e-3
+    nib.save(nib.Nifti1Image(mask, noisy), str(mask_path))
+    target = convert_saml(source)
+    assert np.allclose(nib.load(str(target / "labelsTr" / "UCL_Case01.nii.gz")).affine, AFFINE, atol=1e-6)
+    assert verify_dataset(load_raw_dataset(target)) == []
+    source = _saml(tmp_path / "shifted")
+    shifted = AFFINE.copy()
+    shifted[2, 3] += 3.6
+    nib.save(nib.Nifti1Image(mask, shifted), str(source / "HK" / "Case38_segmentation.nii.gz"))
+    with pytest.raises(SamdgError, match=r"HK/Case38_segmentation.nii.gz: its voxel-to-world matrix differs from its "
+                                         r"image Case38.nii.gz"):
+        convert_saml(source, dataset_id=204)
+
+
 def test_a_rerun_resumes_and_skips_what_was_written(tmp_path):
     source = _saml(tmp_path / "saml")
     target = convert_saml(source)
