@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip references without a prediction (listed in summary.json) instead of failing")
     parser.add_argument("--file-ending", default=None,
                         help="file ending such as .nii.gz (default: dataset.json's, else detected from -ref)")
+    parser.add_argument("--paper-metrics", action="store_true",
+                        help="also the papers' Dice over foreground slices only and per-image Dice (extra paper_* "
+                             "columns; they inflate Dice: no penalty for false positives on empty slices)")
     return parser
 
 
@@ -40,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     check_output_folder(output, "-o" if args.output else "-o (default: the -pred folder)", (Path(args.ref),))
     import pandas as pd
 
-    from samdg.evaluation.aggregate import group_statistics
+    from samdg.evaluation.aggregate import group_statistics, metric_columns
     from samdg.evaluation.evaluate import PER_CASE_FILE, PER_DOMAIN_FILE, SUMMARY_FILE, evaluate_folders
     from samdg.evaluation.inputs import find_dataset_json, setup_from_dataset_json
     from samdg.evaluation.report import per_domain_markdown
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = {"dataset_json": str(setup.dataset_json) if setup.dataset_json else None}
     summary = evaluate_folders(args.ref, args.pred, setup.label_spec, setup.domains, output, args.num_processes,
                                file_ending=args.file_ending or setup.file_ending, allow_missing=args.allow_missing,
-                               extra=extra)
+                               extra=extra, paper_metrics=args.paper_metrics)
 
     unmapped = [c["case"] for c in summary["metric_per_case"] if setup.domains and c["case"] not in setup.domains]
     if unmapped:
@@ -67,9 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     per_case = pd.read_csv(output / PER_CASE_FILE, keep_default_na=False, na_values=["NaN"])
     per_domain = pd.read_csv(output / PER_DOMAIN_FILE, keep_default_na=False, na_values=["NaN"])
     pooled = group_statistics(per_case, ["label"]) if per_domain["domain"].nunique() > 1 else None
-    print(per_domain_markdown(per_domain, pooled=pooled))
+    print(per_domain_markdown(per_domain, metric_columns(per_case), pooled=pooled))
     print("\nDice/IoU are NaN (left out of means) when a label is absent from both reference and prediction; "
           "HD95/ASSD are NaN when either mask is empty (see the 'missed' and 'false positive' columns).")
+    if args.paper_metrics:
+        print(summary["paper_metrics_note"])
     print(f"Wrote {output / PER_CASE_FILE}, {output / PER_DOMAIN_FILE} and {output / SUMMARY_FILE}")
     return 0
 

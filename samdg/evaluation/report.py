@@ -7,7 +7,8 @@ from typing import Sequence
 
 import pandas as pd
 
-METRIC_TITLES = {"dice": "Dice", "iou": "IoU", "hd95_mm": "HD95 (mm)", "assd_mm": "ASSD (mm)"}
+METRIC_TITLES = {"dice": "Dice", "iou": "IoU", "hd95_mm": "HD95 (mm)", "assd_mm": "ASSD (mm)",
+                 "paper_dice_fg_slices": "Dice fg slices (paper)", "paper_dice_per_image": "Dice per image (paper)"}
 
 
 def format_mean_std(mean: float, std: float, digits: int) -> str:
@@ -26,7 +27,7 @@ def per_domain_markdown(per_domain: pd.DataFrame, metrics: Sequence[str] = ("dic
     Args:
         per_domain: the per-domain frame (columns domain, label, n_cases, ``<metric>_mean``, ``<metric>_std``,
             n_missed, n_false_positive), as written to per_domain.csv.
-        metrics: which metrics to show, in order. Dice/IoU get 3 decimals, distances 2.
+        metrics: which metrics to show, in order. Distances (``*_mm``) get 2 decimals, the others 3.
         pooled: optional frame of the same columns without ``domain`` (all cases together), appended at the end
             with ``pooled_name`` in the domain column.
     """
@@ -38,7 +39,7 @@ def per_domain_markdown(per_domain: pd.DataFrame, metrics: Sequence[str] = ("dic
     for row in frame.to_dict("records"):
         cells = [str(row["domain"]), str(row["label"]), str(int(row["n_cases"]))]
         for metric in metrics:
-            digits = 3 if metric in ("dice", "iou") else 2
+            digits = 2 if metric.endswith("_mm") else 3
             cells.append(format_mean_std(row[f"{metric}_mean"], row[f"{metric}_std"], digits))
         cells += [str(int(row["n_missed"])), str(int(row["n_false_positive"]))]
         lines.append("| " + " | ".join(cells) + " |")

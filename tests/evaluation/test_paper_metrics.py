@@ -67,10 +67,10 @@ def write_png(path, array_yx):
     Image.fromarray(np.asarray(array_yx, dtype=np.uint8)).save(path)
 
 
-def test_paper_columns_of_a_2d_dataset_beside_the_whole_image_dice(tmp_path):
+def two_fundus_images(tmp_path):
     """Two fundus-like images: one half right, one with no disc in the reference but a predicted one. samdg's Dice
     scores the second 0 (a false positive); the per-image paper Dice never looks at it."""
-    reference_dir, prediction_dir, output = tmp_path / "ref", tmp_path / "pred", tmp_path / "out"
+    reference_dir, prediction_dir = tmp_path / "ref", tmp_path / "pred"
     reference_dir.mkdir()
     prediction_dir.mkdir()
     disc = np.zeros((6, 6), dtype=np.uint8)
@@ -82,6 +82,12 @@ def test_paper_columns_of_a_2d_dataset_beside_the_whole_image_dice(tmp_path):
     write_png(prediction_dir / "img_1.png", half)
     write_png(reference_dir / "img_2.png", np.zeros_like(disc))
     write_png(prediction_dir / "img_2.png", disc)
+    return reference_dir, prediction_dir
+
+
+def test_paper_columns_of_a_2d_dataset_beside_the_whole_image_dice(tmp_path):
+    reference_dir, prediction_dir = two_fundus_images(tmp_path)
+    output = tmp_path / "out"
     spec = LabelSpec.from_dataset_json({"background": 0, "disc": 1})
     domains = {"img_1": "MESSIDOR_Base1", "img_2": "MESSIDOR_Base1"}
     summary = evaluate_folders(reference_dir, prediction_dir, spec, domains, output, num_processes=1,
@@ -110,3 +116,14 @@ def test_without_the_option_the_outputs_are_the_whole_volume_ones(two_domain_fol
     columns |= set(pd.read_csv(tmp_path / "out" / "per_domain.csv").columns)
     assert not any(column.startswith("paper_") for column in columns)
     assert "paper_metrics_note" not in summary and "paper_dice_fg_slices" not in summary["foreground_mean"]
+
+
+def test_samdg_evaluate_prints_the_paper_columns_and_the_inflation_note(tmp_path, capsys):
+    from samdg.cli import evaluate
+
+    reference_dir, prediction_dir = two_fundus_images(tmp_path)
+    assert evaluate.main(["-ref", str(reference_dir), "-pred", str(prediction_dir), "-o", str(tmp_path / "out"),
+                          "-np", "1", "--paper-metrics"]) == 0
+    printed = capsys.readouterr().out
+    assert "Dice per image (paper)" in printed and "0.500" in printed and "inflate Dice" in printed
+    assert "paper_dice_fg_slices" in pd.read_csv(tmp_path / "out" / "per_case.csv").columns
