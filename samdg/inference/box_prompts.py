@@ -44,7 +44,7 @@ def check_box_prompts(method: Any, name: str) -> None:
     """One line when a method cannot be prompted by boxes."""
     if not supports_box_prompts(method):
         raise SamdgError(f"method '{name}' has no box-prompted mode (no prompt encoder to take boxes); box prompts "
-                         "work with sam, dbsam and any method with predict_with_boxes")
+                         "work with sam, dbsam, desam and any method with predict_with_boxes")
 
 
 # ----------------------------------------------------------------------------------------------- masks -> boxes

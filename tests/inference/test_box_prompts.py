@@ -237,3 +237,28 @@ def test_a_method_without_a_box_prompted_mode_is_refused(session_roots, tmp_path
     boxes_json(tmp_path, {"cases": {}})
     with pytest.raises(SamdgError, match="method 'dapsam' has no box-prompted mode"):
         predictor.use_box_prompts(BoxFilePrompts(tmp_path / "boxes.json", spec))
+
+
+@pytest.mark.parametrize("name, settings, whole_box_automatic", [
+    ("sam", {}, False), ("dbsam", {"prompt": "whole_image_box"}, True), ("desam", {"prompt": "box"}, True)])
+def test_each_class_is_decoded_from_its_own_box_and_a_missing_box_is_empty(name, settings, whole_box_automatic):
+    """Whole-image boxes for every class give the automatic whole-image-box prediction (DeSAM-B, dbsam's
+    `whole_image_box`) class by class; a class without a box is empty, and the other classes do not depend on it."""
+    from samdg.models.layers.box_prompts import EMPTY_LOGIT
+    from samdg.models.layers.sam_decoding import whole_image_boxes
+
+    spec = LabelSpec.from_dataset_json({"background": 0, "organ": 1, "lesion": 2})
+    torch.manual_seed(0)
+    method = build_method(name, build_sam("tiny_vit_test", pretrained=False), settings, spec).eval()
+    images = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(3))
+    whole = whole_image_boxes(2, 128, images.device)[:, None].expand(-1, 2, -1).clone()
+    with torch.no_grad():
+        prompted = method.predict_with_boxes(images, whole)
+        if whole_box_automatic:
+            torch.testing.assert_close(prompted, method.predict(images))
+        whole[1, 1] = float("nan")
+        partly = method.predict_with_boxes(images, whole)
+    assert prompted.shape[:2] == (2, 2) and prompted.shape[-1] == prompted.shape[-2]
+    assert (partly[1, 1] == EMPTY_LOGIT).all()
+    torch.testing.assert_close(partly[0], prompted[0])
+    torch.testing.assert_close(partly[1, 0], prompted[1, 0])

@@ -319,6 +319,23 @@ class DeSAM(FrozenSamMethod):
             logits[b] = decoded[survivors].float().mean(dim=0)
         return logits
 
+    def predict_with_boxes(self, images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """Box-prompted (``samdg_predict --boxes``, ``samdg_benchmark --prompt gt-box``): (B,3,S,S) in [0,1] and
+        boxes (B,K,4) in input pixels (NaN = class empty) -> (B,K,4E,4E). PRIM is prompted by class k's box and
+        PDMM's channel k is kept (DeSAM's prompt is class-agnostic): one PRIM + PDMM pass per (image, box)."""
+        features = self.in_decoder_dtype(self.encode(images))
+        embedding, taps = features["embedding"], self._taps_deepest_first(features)
+        size = 4 * embedding.shape[-1]
+        logits = embedding.new_full((*boxes.shape[:2], size, size), EMPTY_LOGIT)
+        image_index, class_index = torch.nonzero(~boxes.isnan().any(dim=-1), as_tuple=True)
+        if len(image_index) == 0:
+            return logits
+        sparse, dense = box_prompts(self.prompt_encoder, boxes[image_index, class_index].to(embedding.dtype))
+        mask_embedding, _ = self.prim(embedding[image_index], sparse, dense)
+        prompted = self.pdmm([tap[image_index] for tap in taps], guide=mask_embedding)  # (P,K,4E,4E)
+        rows = torch.arange(len(class_index), device=prompted.device)
+        return logits.index_put((image_index, class_index), prompted[rows, class_index].to(logits.dtype))
+
     # --- helpers --------------------------------------------------------------------------------------------
 
     def _taps_deepest_first(self, features: dict[str, torch.Tensor]) -> list[torch.Tensor]:
