@@ -70,9 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "penalty for false positives on empty slices)")
     predict.add_argument("--prompt", choices=("automatic", "gt-box"), default="automatic",
                          help="automatic (default: each method's prompt-free mode) or gt-box: evaluation only, every "
-                              "class in every slice prompted by the box of its reference mask (methods with a prompt "
-                              "encoder: sam, dbsam); tables are labelled 'ground-truth box prompts (oracle)' and go to "
-                              "benchmark__<method>__<protocol>__gt-box")
+                              "class in every slice prompted by the box of its reference mask (methods with a "
+                              "box-prompted mode: sam, dbsam, desam); tables are labelled 'ground-truth box prompts "
+                              "(oracle)' and go to benchmark__<method>__<protocol>__gt-box")
     predict.add_argument("-np", "--num-processes", type=int, default=2, help="evaluation worker processes (default 2)")
     predict.add_argument("--disable-progress-bar", action="store_true", help="no progress bars")
     return parser
