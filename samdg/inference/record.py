@@ -1,7 +1,8 @@
 """``prediction.json``: which model wrote which outputs from which inputs, so a rerun skips only proven work.
 
 The record holds the run's identity (model folder, source domains, folds, checkpoint with its size and time
-stamp, TTA) and, per case, the input files and output files as ``[size, modification time in ns]``:
+stamp, TTA, box prompts if any) and, per case, the input files (with the file its box prompts come from) and
+output files as ``[size, modification time in ns]``:
 
     {"model_dir": ..., "checkpoint_signature": [...], "mirroring": false, ...,
      "cases": {"case_001": {"state": "done", "inputs": {"case_001_0000.nii.gz": [1234, 1700000000000000000]},
