@@ -155,7 +155,8 @@ def predict_and_evaluate(settings: BenchmarkSettings, raw: RawDataset, plan: Mod
 
         report, changed = predict_for_benchmark(settings, fold_dir, cases, prediction_dir, raw.file_ending)
     else:
-        predictor = Predictor.from_model_dir(fold_dir, device=settings.device, batch_size=settings.predict_batch_size,
+        predictor = Predictor.from_model_dir(fold_dir, checkpoint=prediction_checkpoint(settings, fold_dir),
+                                             device=settings.device, batch_size=settings.predict_batch_size,
                                              mirroring=settings.mirroring, progress=settings.progress)
         if settings.prompt == "gt-box":
             from samdg.inference.box_prompts import ReferenceBoxPrompts
@@ -185,6 +186,14 @@ def predict_and_evaluate(settings: BenchmarkSettings, raw: RawDataset, plan: Mod
     summary = {"predicted": len(report.predicted), "skipped": len(report.skipped), "failed": report.failed,
                "redone_because_model_changed": bool(changed)}
     return per_case, summary
+
+
+def prediction_checkpoint(settings: BenchmarkSettings, fold_dir: Path) -> str:
+    """``checkpoint_final.pth``; with a held-out split (fold ``first90``) the model selected on it,
+    ``checkpoint_best.pth``, as DeSAM selects its model (the final one when no validation ever improved)."""
+    if settings.fold != FOLD and (fold_dir / "checkpoint_best.pth").is_file():
+        return "checkpoint_best.pth"
+    return "checkpoint_final.pth"
 
 
 def check_training_settings(settings: BenchmarkSettings, dataset_name: str, plan: ModelPlan) -> None:
@@ -263,7 +272,8 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
             case_results.append(overlays.CaseResult(plan.row, target, case, dice, tuple(case_info.image_paths),
                                                     case_info.label_path, prediction_file))
         models.append({"row": plan.row, "training_domains": list(plan.training_domains), "model": str(fold_dir),
-                       "status": status, "predictions": str(prediction_dir), **prediction})
+                       "checkpoint": prediction_checkpoint(settings, fold_dir), "status": status,
+                       "predictions": str(prediction_dir), **prediction})
 
     cells_frame = pd.DataFrame(cells, columns=list(matrix.CELL_COLUMNS))
     rows = [plan.row for plan in plans]

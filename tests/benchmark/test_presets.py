@@ -115,6 +115,7 @@ def test_desam_prostate_preset_runs_end_to_end_with_its_split_and_the_paper_colu
     result = json.loads((out / "benchmark.json").read_text())
     assert result["settings"]["fold"] == "first90" and result["settings"]["paper_metrics"] is True
     assert result["models"][0]["model"].endswith("fold_first90__src-RUNMC")
+    assert result["models"][0]["checkpoint"] == "checkpoint_best.pth"  # selected on the held-out 10 %
     # DeSAM's split: the last 10 % (here one case) of RUNMC in the domains-map order validates
     split = json.loads((samdg_roots["preprocessed"] / DATASET / "splits_first90__src-RUNMC.json").read_text())
     assert split == {"train": ["synth_siteA_000", "synth_siteA_002"], "val": ["synth_siteA_001"]}
