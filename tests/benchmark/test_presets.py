@@ -148,3 +148,21 @@ def test_command_line_options_win_over_the_preset(samdg_roots):
 def test_without_a_preset_method_and_protocol_stay_required(capsys):
     assert "-m/--method is required (or --preset NAME)" in fails(["-d", "952", "--protocol", "single-source"], capsys)
     assert "preset mnms-lodo sets no method" in fails(["-d", "952", "--preset", "mnms-lodo"], capsys)
+
+
+def test_targets_restrict_the_tested_domains_and_their_notes(samdg_roots, capsys):
+    from dataset_conversion.synthetic import make_synthetic_dataset
+    from samdg.benchmark.protocols import evaluation_cases, evaluation_notes
+    from samdg.dataset.raw import load_raw_dataset
+
+    folder = samdg_roots["raw"] / "Dataset953_Targets"
+    make_synthetic_dataset(folder, num_domains=3, cases_per_domain=1, test_cases_per_domain=0, shape=(16, 16, 4))
+    raw = load_raw_dataset(folder)
+    cases = evaluation_cases(raw, ("siteA",), ["siteC"])
+    assert sorted(cases.cases) == ["synth_siteC_000"]
+    assert [note.split()[1] for note in evaluation_notes(raw, ["siteC"])] == ["siteC"]
+    err = fails(["-d", "953", "-m", "sam", "--protocol", "single-source", "--targets", "siteD"], capsys)
+    assert "--targets siteD: unknown domain(s) siteD" in err
+    # the external nnU-Net baseline trains on samdg's usual folds only
+    err = fails(["-d", "953", "-m", "nnunet", "--protocol", "single-source", "--split", "first90"], capsys)
+    assert "nnunet trains on samdg's 5-fold or 'all' splits only" in err
