@@ -1,10 +1,11 @@
 """``samdg_convert_saml``: the multi-site prostate MRI set (SAML / MS-Net, 6 sites) -> the raw layout.
 
     samdg_convert_saml -i /data/Processed_data_nii            # -> $SAMDG_raw/Dataset201_SAMLProstate
-    samdg_convert_saml -i /data/DeSAM/raw_data -d 202          # MaxStyle's re-distribution, as DeSAM ships it
+    samdg_convert_saml -i /data/DeSAM/raw_data -d 211          # MaxStyle's re-distribution, as DeSAM ships it
+    samdg_convert_saml -i /data/MaxStyle/reorganized -d 212    # MaxStyle's own archive
     samdg_convert_saml -i /data/Processed_data_nii --zonal     # RUNMC and BMC only, their two zone labels kept
 
-Two downloads are read, told apart by their content:
+Three downloads are read, told apart by their content:
 
 1. **SAML** (https://liuquande.github.io/SAML/, Liu et al., MICCAI 2020): one folder per site, ``RUNMC``, ``BMC``,
    ``I2CVB``, ``UCL``, ``BIDMC``, ``HK`` (the MS-Net release calls the first two ``ISBI`` and ``ISBI_1.5``; both
@@ -16,6 +17,10 @@ Two downloads are read, told apart by their content:
    ``E-BIDMC``, ``F-HK``). Case ids are kept (``prostate_NNN``), centres are renamed to the SAML site names so both
    downloads give the same domains, and the ``domains`` map lists the cases in the CSV's order: DeSAM's
    validation split is the last 10 % of each centre's patients in that order.
+3. **MaxStyle's own archive** (``reorganized/``): ``{A-ISBI, B-ISBI_1.5, C-I2CVB, D-UCL, E-BIDMC, F-HK}/patient_N/``
+   with ``t2_img_clipped.nii.gz`` and ``label_clipped.nii.gz``. Case ids are ``{site}_patient_N``; its seventh
+   folder, ``G-MedicalDecathlon`` (MSD Task05, MaxStyle's training set), is not one of the six sites and is skipped
+   (``samdg_convert_msd`` converts MSD).
 
 Every case goes to ``imagesTr`` (the protocols choose source and target sites), the ``domains`` map gives its site.
 Images are copied byte for byte (``.nii`` is compressed to ``.nii.gz``), so orientation and spacing are the
@@ -30,7 +35,8 @@ Verified: site folders, file names and case counts (30/30/19/13/12/12) from the 
 the values 0/1/2 on the two ISBI sites and 0/1 elsewhere from HarmoFL (``label > 1 -> 1``), DAPSAM's loader and
 LIU-YUXI/FedFMS issue #5; the 384 x 384 axial resize from the SAML README history; the DeSAM layout, CSV columns,
 centre names and ``int(name[9:12])`` patient ids from DeSAM's ``precompute_embeddings.py`` and ``utils/utils.py``;
-MaxStyle's binary labels and 0.625 x 0.625 x 3.6 mm resampling from the MaxStyle README. Assumed: which of the
+MaxStyle's archive layout, binary labels and 0.625 x 0.625 x 3.6 mm resampling from the MaxStyle README and its
+``IMAGE_FORMAT_NAME``/``LABEL_FORMAT_NAME`` in ``src/dataset_loader``. Assumed: which of the
 two ISBI zone values is the central gland (not stated by any of these sources, so the zonal labels are named
 ``zone_1`` and ``zone_2``); the content of ``prostate_patientid.csv`` beyond its two columns (it is an issue
 attachment, DeSAM issue #16).
@@ -71,6 +77,8 @@ _CENTRES = {"A-ISBI": "RUNMC", "B-ISBI_1.5": "BMC", "C-I2CVB": "I2CVB", "D-UCL":
             "F-HK": "HK"}
 _SAML_FILE = re.compile(r"(?P<case>Case\d+)(?P<mask>_[Ss]egmentation)?(?P<ending>\.nii\.gz|\.nii)")
 _SAML_EXPECTED = "CaseNN.nii.gz and CaseNN_segmentation.nii.gz"
+_MSD_FOLDER = "G-MedicalDecathlon"  # MaxStyle's 7th folder: not a SAML site
+_MAXSTYLE_FILES = ("t2_img_clipped.nii.gz", "label_clipped.nii.gz")
 _DESAM_CSV = "prostate_patientid.csv"
 _DESAM_IMAGE = re.compile(r"(?P<case>.+\D(?P<number>\d+))_0000\.nii\.gz")
 _DESAM_LABEL = re.compile(r"(?P<case>.+\D(?P<number>\d+))\.nii\.gz")
@@ -147,6 +155,31 @@ def _desam_cases(source: Path, sites: Sequence[str]) -> list[tuple[str, str, Pat
     return cases
 
 
+def _maxstyle_cases(source: Path, sites: Sequence[str]) -> list[tuple[str, str, Path, Path]]:
+    """(case id, site, image, mask) of MaxStyle's archive, in site then patient-number order."""
+    check_entries(source, lambda path: path.is_dir() and (path.name in _CENTRES or path.name == _MSD_FOLDER),
+                  f"the folders {', '.join(_CENTRES)} (and {_MSD_FOLDER})")
+    folders = {site: centre for centre, site in _CENTRES.items()}
+    cases = []
+    for site in sites:
+        site_folder = source / folders[site]
+        patients = check_entries(site_folder, Path.is_dir, "patient folders such as patient_1")
+        for patient in sorted(patients, key=lambda p: (int(re.sub(r"\D", "", p.name) or 0), p.name)):
+            check_entries(patient, lambda path: path.name in _MAXSTYLE_FILES, " and ".join(_MAXSTYLE_FILES))
+            image, mask = (require(patient / name, f"MaxStyle's {name}") for name in _MAXSTYLE_FILES)
+            cases.append((f"{site}_{patient.name}", site, image, mask))
+    return cases
+
+
+def _layout(source: Path) -> str:
+    """``desam``, ``maxstyle`` or ``saml``, from what the download's top folder holds."""
+    if (source / "imagesTr").is_dir() or (source / _DESAM_CSV).exists():
+        return "desam"
+    if any((source / name).is_dir() for name in (*_CENTRES, _MSD_FOLDER)):
+        return "maxstyle"
+    return "saml"
+
+
 def _convert_case(job: tuple[str, str, str, str, bool]) -> None:
     """A process-pool job: copy one image and write its mask as binary (or zonal) uint8 labels on its grid."""
     image, mask, image_out, label_out, zonal = job
@@ -177,8 +210,8 @@ def convert_saml(source_folder: str | Path, dataset_id: int = DEFAULT_ID, zonal:
     if not source.is_dir():
         raise SamdgError(f"-i {source}: folder not found")
     sites = ZONAL_SITES if zonal else SITES
-    desam_layout = (source / "imagesTr").is_dir() or (source / _DESAM_CSV).exists()
-    cases = _desam_cases(source, sites) if desam_layout else _saml_cases(source, sites)
+    layout = _layout(source)
+    cases = {"desam": _desam_cases, "maxstyle": _maxstyle_cases, "saml": _saml_cases}[layout](source, sites)
     target = prepare_target(dataset_id, "SAMLProstateZonal" if zonal else "SAMLProstate", CONVERTED_BY)
     jobs = [(str(image), str(mask), str(target / "imagesTr" / f"{case}_0000.nii.gz"),
              str(target / "labelsTr" / f"{case}.nii.gz"), zonal) for case, _, image, mask in cases]
@@ -188,7 +221,8 @@ def convert_saml(source_folder: str | Path, dataset_id: int = DEFAULT_ID, zonal:
         target, CONVERTED_BY, channel_names={"0": "T2"}, labels=ZONAL_LABELS if zonal else BINARY_LABELS,
         file_ending=".nii.gz", domains={case: site for case, site, *_ in cases}, num_training=len(cases),
         description="Multi-site prostate T2 MRI (SAML: NCI-ISBI 2013, I2CVB, PROMISE12), one domain per site"
-                    + (" (MaxStyle re-distribution, DeSAM layout)" if desam_layout else ""),
+                    + {"desam": " (MaxStyle's re-distribution, DeSAM layout)", "maxstyle": " (MaxStyle's archive)",
+                       "saml": ""}[layout],
         reference="Liu, Dou, Heng. Shape-aware Meta-learning for Generalizing Prostate MRI Segmentation to Unseen "
                   "Domains. MICCAI 2020",
     )
@@ -199,8 +233,8 @@ def build_parser():
     parser = converter_parser(
         "samdg_convert_saml", "Convert the SAML multi-site prostate MRI download (or MaxStyle's re-distribution in "
         "DeSAM's layout) to the samdg/nnU-Net v2 raw layout in $SAMDG_raw, one domain per site.", DEFAULT_ID,
-        "the unpacked download: the folder holding the six site folders, or DeSAM's raw_data folder (imagesTr, "
-        "labelsTr, prostate_patientid.csv)")
+        "the unpacked download: the folder holding the six site folders, DeSAM's raw_data folder (imagesTr, "
+        "labelsTr, prostate_patientid.csv) or MaxStyle's reorganized folder (A-ISBI .. F-HK)")
     parser.add_argument("--zonal", action="store_true",
                         help="keep the two zone labels of RUNMC and BMC (only those two sites are converted)")
     return parser

@@ -55,6 +55,16 @@ def _desam(root, rows=((3, "A-ISBI"), (1, "A-ISBI"), (2, "F-HK"), (7, "C-I2CVB")
     return root
 
 
+def _maxstyle(root):
+    """MaxStyle's archive: reorganized/{A-ISBI..F-HK, G-MedicalDecathlon}/patient_N/{t2_img,label}_clipped.nii.gz."""
+    rng = np.random.default_rng(2)
+    for centre in ("A-ISBI", "B-ISBI_1.5", "C-I2CVB", "D-UCL", "E-BIDMC", "F-HK", "G-MedicalDecathlon"):
+        for patient in ("patient_1", "patient_2", "patient_10"):
+            _save(rng.integers(0, 900, SHAPE).astype(np.int16), root / centre / patient / "t2_img_clipped.nii.gz")
+            _save(_mask(rng, False), root / centre / patient / "label_clipped.nii.gz")
+    return root
+
+
 def _snapshot(root):
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
@@ -181,6 +191,22 @@ def test_desam_layout_errors_name_the_csv_row_or_the_file(tmp_path):
     (source / "prostate_patientid.csv").write_text("patientid,center\n3,A-ISBI\n1,A-ISBI\n2,F-HK\n")
     with pytest.raises(SamdgError, match=r"prostate_007_0000.nii.gz: patient 7 has no row in"):
         convert_saml(source)
+
+
+def test_maxstyle_archive_gives_the_six_sites_and_skips_its_msd_folder(tmp_path):
+    source = _maxstyle(tmp_path / "reorganized")
+    before = _snapshot(source)
+    target = convert_saml(source, dataset_id=212)
+    meta = json.loads((target / "dataset.json").read_text())
+    assert list(meta["domains"])[:3] == ["RUNMC_patient_1", "RUNMC_patient_2", "RUNMC_patient_10"]
+    assert sorted(set(meta["domains"].values())) == sorted(SITE_CASES) and len(meta["domains"]) == 18
+    assert verify_dataset(load_raw_dataset(target)) == []
+    assert _snapshot(source) == before
+    (source / "D-UCL" / "patient_2" / "label_clipped.nii.gz").unlink()
+    (target / "dataset.json").unlink()
+    with pytest.raises(SamdgError, match=r"D-UCL/patient_2/label_clipped.nii.gz: missing; expected MaxStyle's "
+                                         r"label_clipped.nii.gz"):
+        convert_saml(source, dataset_id=212)
 
 
 def test_the_converted_fixture_plans_and_preprocesses(tmp_path):
