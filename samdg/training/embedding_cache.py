@@ -10,7 +10,8 @@ DeSAM-style intermediate features). When the input of a slice is identical every
   1,000 slices take 2 GiB). Lost when the run ends.
 - ``disk``: float16 files under ``$SAMDG_preprocessed/DatasetXXX/embedding_cache/<key>/``, shared by folds, runs
   and methods that use the same encoder, weights, input size, channel mapping and taps (``<key>`` hashes these).
-  Written atomically, so concurrent ranks or runs never see half a file.
+  Written atomically, so concurrent ranks or runs never see half a file; temp files that a killed run left in a
+  cache folder are removed when the folder is next opened.
 
 With augmentation on, the training slices go through :class:`AugmentedViewCache` instead: K augmented views per
 slice (``plans.training.embedding_cache_views``), each an (image, label) pair augmented alike by the loader from a
@@ -18,6 +19,11 @@ seed fixed by the run's seed, the slice, the view and the refresh round; an entr
 its augmented label. Each training draw takes one of the K views at random. Every
 ``plans.training.embedding_cache_refresh_epochs`` epochs a new round of views is drawn (memory: the old round is
 dropped; disk: each round has its own subfolder). The disk key adds the preset, K and the seed to the encoder's.
+
+The disk key also holds a code version (:func:`code_version`): a hash of the source files that compute the features
+(``FEATURE_CODE``: models and encoders, slice loading, augmentation, this module). After a change of any of them a
+run writes a new cache folder instead of reusing features the new code would not compute; old folders are left in
+place (delete ``embedding_cache/`` to free the space).
 
 float16 storage rounds the features (relative error ~5e-4); training with the cache is therefore close to, not
 bit-identical with, training without it. The plain cache also serves the per-epoch validation slices, which are
@@ -27,20 +33,41 @@ never augmented.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from samdg.utils.files import atomic_path
+from samdg.utils.files import atomic_path, remove_stale_temp_files
 
 CACHE_MODES = ("off", "memory", "disk")
+# Modules (a package: all of its files) whose code decides what a cached entry holds: the encoders and methods
+# compute the features, slice loading and augmentation make their input, this module stores them.
+FEATURE_CODE = ("samdg.models", "samdg.training.slices", "samdg.training.loader", "samdg.training.augmentation",
+                "samdg.training.dg_augmentations", "samdg.training.embedding_cache")
 
 
-def cache_key(description: dict) -> str:
-    """Short stable hash of everything that determines the features (variant, weights, input, taps, data)."""
-    text = json.dumps(description, sort_keys=True, default=str)
+def code_version(modules: tuple[str, ...] = FEATURE_CODE) -> str:
+    """Short hash of the source of ``modules`` (dotted names; a package counts every ``.py`` file below it)."""
+    digest = hashlib.sha256()
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise ValueError(f"no source for module {name!r}")
+        origin = Path(spec.origin)
+        files = sorted(origin.parent.rglob("*.py")) if spec.submodule_search_locations else [origin]
+        for file in files:
+            digest.update(f"{name}:{file.relative_to(origin.parent).as_posix()}\n".encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def cache_key(description: dict, code: str | None = None) -> str:
+    """Short stable hash of everything that determines the features (variant, weights, input, taps, data) and of
+    the code that computes them (``code``, default :func:`code_version`)."""
+    text = json.dumps({**description, "code": code_version() if code is None else code}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -61,6 +88,8 @@ class EmbeddingCache:
         self._memory: dict[str, dict[str, torch.Tensor]] = {}
         self.hits = 0
         self.misses = 0
+        if self.folder is not None:
+            remove_stale_temp_files(self.folder)  # half-written entries of a killed run
 
     def __len__(self) -> int:
         if self.mode == "memory":
@@ -164,3 +193,4 @@ class AugmentedViewCache(EmbeddingCache):
         self.clear()
         if self.base_folder is not None:
             self.folder = self.base_folder / f"round_{new_round}"
+            remove_stale_temp_files(self.folder)
