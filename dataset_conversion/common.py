@@ -5,7 +5,8 @@ table printed at the end.
 A converter knows its download's layout; this module knows samdg's. The usual shape of one::
 
     target = prepare_target(args.dataset_id, "SAMLProstate", CONVERTED_BY)
-    for match, path in list_files(site_folder, CASE_NAME, "Case00.nii.gz, Case00_Segmentation.nii.gz"): ...
+    check_entries(source, lambda path: path.name in SITES, "the site folders RUNMC, ...")  # else a one-line error
+    for match, path in list_files(site_folder, CASE_FILE, "CaseNN.nii.gz and CaseNN_segmentation.nii.gz"): ...
     write_nifti(target / "imagesTr" / f"{case}_0000.nii.gz", volume, affine)   # skipped when already written
     write_dataset_json(target, CONVERTED_BY, channel_names=..., labels=..., file_ending=".nii.gz", domains=...)
     print(domain_table(target))
@@ -258,7 +259,7 @@ def domain_table(target: Path) -> str:
             skip = 1 if geometry.is_2d else 0  # the dummy axis of a 2D image says nothing
             row["spacing"].append(tuple(geometry.spacing)[skip:])
             row["shape"].append(tuple(shape)[skip:])
-    lines = [f"{target.name}: {len(raw.training_cases)} training and {len(raw.test_cases)} test cases",
+    lines = [f"wrote {target}: {len(raw.training_cases)} training and {len(raw.test_cases)} test cases",
              "| domain | train | test | spacing (mm) | shape |", "|---|---|---|---|---|"]
     for domain in sorted(rows):
         row = rows[domain]
