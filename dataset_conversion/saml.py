@@ -90,12 +90,18 @@ ZONAL_LABELS = {"background": 0, "zone_1": 1, "zone_2": 2}
 
 def _saml_cases(source: Path, sites: Sequence[str]) -> list[tuple[str, str, Path, Path]]:
     """(case id, site, image, mask) of the SAML site folders, in site then file-name order."""
-    folders = {_SITE_FOLDERS[path.name]: path for path in check_entries(
-        source, lambda path: path.is_dir() and path.name in _SITE_FOLDERS, f"the site folders {', '.join(SITES)}")}
+    folders: dict[str, Path] = {}
+    for path in check_entries(source, lambda path: path.is_dir() and path.name in _SITE_FOLDERS,
+                              f"the site folders {', '.join(SITES)}"):
+        site = _SITE_FOLDERS[path.name]
+        if site in folders:
+            raise SamdgError(f"{path}: holds site {site} like {folders[site]}; keep one of the two")
+        folders[site] = path
     cases = []
     for site in sites:
-        folder = require(folders.get(site, source / site), f"the site folder {site} (MS-Net's name for it is also "
-                                                           "read)")
+        aliases = [name for name, alias in _SITE_FOLDERS.items() if alias == site and name != site]
+        folder = require(folders.get(site, source / site), f"the site folder {site}"
+                         + (f" (or {' / '.join(aliases)}, its other name)" if aliases else ""))
         images, masks = {}, {}
         for match, path in list_files(folder, _SAML_FILE, _SAML_EXPECTED):
             (masks if match.group("mask") else images)[match.group("case")] = path
@@ -118,13 +124,17 @@ def _read_centres(csv_path: Path) -> list[tuple[int, str]]:
         raise SamdgError(f"{csv_path}: cannot be read as CSV ({error})") from None
     if not rows or not {"patientid", "center"} <= set(rows[0]):
         raise SamdgError(f"{csv_path}: expected the columns patientid and center")
-    centres = []
+    centres, lines = [], {}
     for line, row in enumerate(rows, start=2):
         centre = (row["center"] or "").strip()
         if centre not in _CENTRES or not (row["patientid"] or "").strip().isdigit():
             raise SamdgError(f"{csv_path}: line {line}: expected an integer patientid and a center among "
                              f"{', '.join(_CENTRES)}, got {row['patientid']!r}, {row['center']!r}")
-        centres.append((int(row["patientid"]), _CENTRES[centre]))
+        patient = int(row["patientid"])
+        if patient in lines:
+            raise SamdgError(f"{csv_path}: line {line}: patient {patient} is already on line {lines[patient]}")
+        lines[patient] = line
+        centres.append((patient, _CENTRES[centre]))
     return centres
 
 
@@ -144,11 +154,11 @@ def _desam_cases(source: Path, sites: Sequence[str]) -> list[tuple[str, str, Pat
     cases = []
     for patient, site in centres:
         if patient not in images:
-            raise SamdgError(f"{source / 'imagesTr'}: missing the image of patient {patient} "
-                             f"(prostate_{patient:03d}_0000.nii.gz), listed in {_DESAM_CSV}")
+            raise SamdgError(f"{source / 'imagesTr' / f'prostate_{patient:03d}_0000.nii.gz'}: missing; expected the "
+                             f"image of patient {patient}, listed in {_DESAM_CSV}")
         if patient not in labels:
-            raise SamdgError(f"{source / 'labelsTr'}: missing the mask of patient {patient} "
-                             f"(prostate_{patient:03d}.nii.gz), listed in {_DESAM_CSV}")
+            raise SamdgError(f"{source / 'labelsTr' / f'prostate_{patient:03d}.nii.gz'}: missing; expected the mask "
+                             f"of patient {patient}, listed in {_DESAM_CSV}")
         if site in sites:
             case, image = images[patient]
             cases.append((case, site, image, labels[patient][1]))

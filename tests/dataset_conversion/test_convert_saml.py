@@ -139,6 +139,12 @@ def test_a_missing_mask_or_site_and_a_foreign_label_value_are_one_line_errors(tm
     (source / "BIDMC").rmdir()
     with pytest.raises(SamdgError, match=r"saml3/BIDMC: missing; expected the site folder BIDMC"):
         convert_saml(source)
+    source = _saml(tmp_path / "saml4")
+    (source / "RUNMC").rename(source / "ISBI")
+    (source / "BMC").rename(source / "ISBI_1.5")
+    (source / "HK").rename(source / "RUNMC")
+    with pytest.raises(SamdgError, match=r"saml4/RUNMC: holds site RUNMC like .*saml4/ISBI; keep one of the two"):
+        convert_saml(source)
 
 
 def test_a_mask_header_with_rounding_noise_is_put_on_its_image_grid_and_a_shifted_one_is_refused(tmp_path):
@@ -190,6 +196,14 @@ def test_desam_layout_errors_name_the_csv_row_or_the_file(tmp_path):
         convert_saml(source)
     (source / "prostate_patientid.csv").write_text("patientid,center\n3,A-ISBI\n1,A-ISBI\n2,F-HK\n")
     with pytest.raises(SamdgError, match=r"prostate_007_0000.nii.gz: patient 7 has no row in"):
+        convert_saml(source)
+    (source / "prostate_patientid.csv").write_text("patientid,center\n3,A-ISBI\n1,A-ISBI\n2,F-HK\n7,C-I2CVB\n"
+                                                   "3,B-ISBI_1.5\n")
+    with pytest.raises(SamdgError, match=r"prostate_patientid.csv: line 6: patient 3 is already on line 2"):
+        convert_saml(source)
+    (source / "prostate_patientid.csv").write_text("patientid,center\n3,A-ISBI\n1,A-ISBI\n2,F-HK\n7,C-I2CVB\n")
+    (source / "labelsTr" / "prostate_002.nii.gz").unlink()
+    with pytest.raises(SamdgError, match=r"labelsTr/prostate_002.nii.gz: missing; expected the mask of patient 2"):
         convert_saml(source)
 
 
