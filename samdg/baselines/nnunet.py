@@ -232,6 +232,8 @@ def train_model(request: TrainRequest, log: Callable[[str], None] = print) -> tu
         if value is not None and value < 1:
             raise SamdgError(f"{name} must be at least 1, got {value}")
     fold = str(parse_fold(request.fold))
+    if fold != "all" and not fold.isdigit():
+        raise SamdgError(f"fold {fold}: the nnU-Net baseline trains on samdg's 5-fold split or 'all' only")
     dataset_name = resolve_dataset_name(request.dataset)
     space = workspace(dataset_name, request.source_domains)
     fold_dir = space.fold_dir(request.configuration, fold)

@@ -166,3 +166,8 @@ def test_targets_restrict_the_tested_domains_and_their_notes(samdg_roots, capsys
     # the external nnU-Net baseline trains on samdg's usual folds only
     err = fails(["-d", "953", "-m", "nnunet", "--protocol", "single-source", "--split", "first90"], capsys)
     assert "nnunet trains on samdg's 5-fold or 'all' splits only" in err
+    from samdg.cli import train
+
+    with pytest.raises(SystemExit):
+        train.main(["953", "nnunet", "first90", "--device", "cpu"])
+    assert "fold first90: the nnU-Net baseline trains on samdg's 5-fold split or 'all' only" in capsys.readouterr().err
