@@ -104,6 +104,8 @@ class Trainer:
         seed_everything(run.args.seed)  # identical initialisation on every rank
         self.method = ckpt.build_untrained(run.args.method, plans.sam.variant, plans.sam.input_size,
                                            run.method_settings, run.label_spec, sam_checkpoint=plans.sam.checkpoint)
+        # Teachers an earlier stage trained (never in checkpoints: loaded for continued runs too).
+        self.teacher_notes = self.method.load_teachers(self.output_dir) if self.output_dir is not None else []
         self.method.to(self.device)
         # The trainable set is exactly what the method declares (DDP only tracks parameters that require grad).
         prepare_for_training(self.method, self.device)
@@ -437,7 +439,7 @@ class Trainer:
         elif self.context.is_main and any((self.output_dir / n).is_file() for n in ckpt.CHECKPOINT_NAMES):
             self.record.log("existing checkpoints in this folder will be overwritten (use --c to continue instead)")
         if self.context.is_main:
-            for line in run.stage_notes:
+            for line in [*run.stage_notes, *self.teacher_notes]:
                 self.record.log(line)
         if not self.resumed_from:
             for line in self.method.before_training(self.output_dir):
@@ -563,19 +565,25 @@ def train(args: TrainingArgs, epoch_end_hooks: list[Callable[[Trainer, int], Non
         fold_dir = results_fold_dir(run.dataset_name, args.method, run.fold, args.source_domains)
         stages = method.training_stages(run.method_settings)
         notes: list[str] = []
+        retrained = False  # once a stage trains, the stages after it are trained afresh (they build on it)
         for index, (name, settings) in enumerate(stages):
             stage_run = run if len(stages) == 1 else stage_of(run, name, settings, f"{index + 1} of {len(stages)}")
             output_dir = fold_dir / method.stage_folder(settings)
             label = f"stage {name} ({index + 1} of {len(stages)})"
-            if index < len(stages) - 1:
-                difference = prerequisite_difference(output_dir, stage_run)
-                if difference is None:
-                    notes.append(f"{label}: reusing the finished model in {output_dir}"
-                                 f"{_run_length_note(output_dir, args)}")
-                    continue
-                notes.append(f"{label}: {difference}, so it trains first")
-                if not difference.startswith(NOT_FINISHED):  # another plan: the old model is not continued but replaced
-                    stage_run.args = dataclasses.replace(args, continue_training=False)
+            last = index == len(stages) - 1
+            difference = None if last else prerequisite_difference(output_dir, stage_run)
+            if not last and difference is None and not retrained:
+                notes.append(f"{label}: reusing the finished model in {output_dir}"
+                             f"{_run_length_note(output_dir, args)}")
+                continue
+            if not last:
+                notes.append(f"{label}: {difference or 'an earlier stage was trained in this call'}, so it trains "
+                             "first")
+            if retrained and args.continue_training:
+                notes.append(f"{label}: an earlier stage was trained in this call, so this one starts afresh")
+            if retrained or (difference is not None and not difference.startswith(NOT_FINISHED)):
+                stage_run.args = dataclasses.replace(args, continue_training=False)  # outdated: replaced
+            retrained = True
             stage_run.stage_notes = notes
             notes = []
             with fold_folder_in_use(output_dir, context.is_main):  # one run per fold; a killed run's temp files go

@@ -148,7 +148,7 @@ def test_distill_stage_trains_only_the_controllers_against_a_frozen_teacher():
     controller = {id(p) for m in method.controller_modules for p in m.parameters()}
     assert trainable == controller
     teacher = method.teacher_modules()["teacher"]
-    assert all(attention.kv_prompt is None for _, attention in teacher.attention_modules())
+    assert all(attention.kv_prompt is None for _, attention in teacher.encoder.attention_modules())
     assert not any(name.startswith("teacher") for name in method.state_dict())
     setup = method.configure_optimizers(10)
     assert isinstance(setup.optimizer, torch.optim.Adam) and setup.interval == "epoch"

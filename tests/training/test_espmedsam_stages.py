@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import make_quick_args
 
 from samdg.cli.train import main as train_main
 from samdg.planning.plans import Plans
@@ -27,8 +26,11 @@ def fold_dir_of(samdg_roots, dataset: str):
     return samdg_roots["results"] / dataset / "espmedsam__samdgPlans__2d" / "fold_0"
 
 
-def quick(epochs: int = 1, **changes):
-    return make_quick_args(method="espmedsam", epochs=epochs, iters_per_epoch=2, final_validation=False, **changes)
+@pytest.fixture
+def quick(quick_args):
+    def make(epochs: int = 1, **changes):
+        return quick_args(method="espmedsam", epochs=epochs, iters_per_epoch=2, final_validation=False, **changes)
+    return make
 
 
 def interrupt_in(stage: str):
@@ -48,7 +50,7 @@ def test_one_call_distills_first_then_segments_and_a_second_call_reuses_the_dist
     assert Plans.load(distill_dir / "plans.json").methods["espmedsam"]["stage"] == "distill"
     assert load_checkpoint(fold_dir / "checkpoint_final.pth")["method_settings"]["stage"] == "segment"
     distill_log = (distill_dir / "training_log.txt").read_text()
-    assert "stage distill (1 of 2): no finished model of this stage" in distill_log
+    assert "stage distill (2 of 3): no finished model of this stage" in distill_log
     assert "the common-knowledge term is a no-op" in distill_log
     assert "start from the distillation stage" in (fold_dir / "training_log.txt").read_text()
 
@@ -56,7 +58,7 @@ def test_one_call_distills_first_then_segments_and_a_second_call_reuses_the_dist
     assert train_main([synthetic_dataset, "espmedsam", "0", "--epochs", "1", "--iters-per-epoch", "2",
                        *COMMON]) == 0
     assert (distill_dir / "checkpoint_final.pth").stat().st_mtime_ns == distilled
-    assert "stage distill (1 of 2): reusing the finished model" in (fold_dir / "training_log.txt").read_text()
+    assert "stage distill (2 of 3): reusing the finished model" in (fold_dir / "training_log.txt").read_text()
 
     # Another plan for the distillation stage: the distilled encoder is not this plan's, so it is trained again.
     assert train_main([synthetic_dataset, "espmedsam", "0", "--epochs", "1", "--iters-per-epoch", "2", *COMMON,
@@ -65,7 +67,7 @@ def test_one_call_distills_first_then_segments_and_a_second_call_reuses_the_dist
     assert "methods.espmedsam.distill_lr=0.0005 (asked 0.001)" in (distill_dir / "training_log.txt").read_text()
 
 
-def test_an_interrupted_call_continues_the_stage_it_was_in(synthetic_dataset, samdg_roots):
+def test_an_interrupted_call_continues_the_stage_it_was_in(synthetic_dataset, samdg_roots, quick):
     fold_dir = fold_dir_of(samdg_roots, synthetic_dataset)
     with pytest.raises(Interrupt):
         train(quick(epochs=2), epoch_end_hooks=[interrupt_in("distill")])
@@ -81,7 +83,7 @@ def test_an_interrupted_call_continues_the_stage_it_was_in(synthetic_dataset, sa
 
     train(quick(epochs=2, continue_training=True))
     log = (fold_dir / "training_log.txt").read_text()
-    assert "stage distill (1 of 2): reusing the finished model" in log
+    assert "stage distill (2 of 3): reusing the finished model" in log
     assert "continuing from checkpoint_latest.pth after epoch 1" in log
     epochs = [json.loads(line)["epoch"] for line in (fold_dir / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2]
@@ -95,22 +97,23 @@ def test_stage_option_trains_one_stage_alone(synthetic_dataset, samdg_roots):
     assert "no distilled controllers" in (fold_dir / "training_log.txt").read_text()
 
 
-def test_distillation_encodes_each_slice_with_the_teacher_once(synthetic_dataset, samdg_roots):
-    """A teacher of another family and size (tiny ViT for the tiny TinyViT student), its embeddings cached: over
-    three epochs each slice drawn meets the teacher once."""
+def test_distillation_encodes_each_slice_with_the_teacher_once(synthetic_dataset, samdg_roots, quick):
+    """A medical teacher of another family and size (tiny ViT for the tiny TinyViT student, one controller per
+    domain), its embeddings cached: over three epochs each slice drawn meets the teacher once."""
     seen: list[tuple[int, int, int]] = []
 
     def count(trainer, epoch):
         if trainer.run.stage == "distill":
             seen.append((trainer.cache.misses, len(trainer.cache), trainer.cache.hits))
 
-    overrides = {"training.augmentation": "none", "methods.espmedsam.teacher_variant": "tiny_vit_test"}
+    overrides = {"training.augmentation": "none", "methods.espmedsam.teacher_variant": "tiny_vit_test",
+                 "methods.espmedsam.controller_key": "domain"}
     train(quick(epochs=3, embedding_cache="memory", overrides=overrides), epoch_end_hooks=[count])
     misses, entries, hits = seen[-1]
     assert misses == entries and hits > 0  # one teacher pass per distinct slice; slices drawn again reuse it
     fold_dir = fold_dir_of(samdg_roots, synthetic_dataset)
     distill_log = (fold_dir / "distill" / "training_log.txt").read_text()
-    assert "imitate the frozen teacher tiny_vit_test" in distill_log
+    assert "imitates the medical teacher (tiny_vit_test with its 2 controller(s)" in distill_log
     assert "embedding cache (memory)" in distill_log
     # The segmentation stage trains the encoder's controllers: no cache there, and no error either.
     assert "--embedding-cache memory: not in stage segment" in (fold_dir / "training_log.txt").read_text()

@@ -90,6 +90,12 @@ class SegmentationMethod(nn.Module):
         preliminary stage (espmedsam's distillation) keeps its own model there."""
         return ""
 
+    def load_teachers(self, stage_dir: Path) -> list[str]:
+        """Called when a training run has built the method, fresh or continued, before the embedding cache and the
+        first step, on every process (teachers are never in checkpoints): e.g. load a teacher that an earlier
+        stage trained. ``stage_dir``: this run's folder. Returns lines for the training log."""
+        return []
+
     def before_training(self, fold_dir: Path) -> list[str]:
         """Called once before a fresh (not continued) run's first step, on every process: e.g. load what an
         earlier stage in ``fold_dir`` trained. Returns lines for the training log."""

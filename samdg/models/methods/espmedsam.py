@@ -57,6 +57,7 @@ from samdg.models.backbones.intensity import SAM_PIXEL_MEAN
 from samdg.models.layers.esp_controller import WEIGHTS_KEY, install_controllers
 from samdg.models.layers.esp_qdmd import QueryDecoupledDecoder
 from samdg.models.layers.esp_sppg import SelfPatchPromptGenerator, patch_targets
+from samdg.models.layers.esp_teacher import DistillationTeacher
 from samdg.models.methods.base import FrozenSamMethod, unique_parameters
 from samdg.models.methods.losses import dice_bce_loss
 from samdg.models.methods.optimization import OptimizerSetup
@@ -66,6 +67,7 @@ from samdg.utils.schema import doc_field as _doc
 
 ControllerKey = Literal["modality", "domain", "single"]
 DISTILL_FOLDER = "distill"
+TEACHER_FOLDER = "teacher"
 MASK_ONLY_FLIP_PROBABILITY = 0.1  # the released loader's horizontal flip probability
 
 
@@ -73,10 +75,15 @@ MASK_ONLY_FLIP_PROBABILITY = 0.1  # the released loader's horizontal flip probab
 class ESPMedSAMSettings(SamMethodSettings):
     """`espmedsam`: stage, controllers, decoder layout, losses, distillation recipe and released-bug options."""
 
-    stage: Literal["auto", "segment", "distill"] = _doc(
-        "`auto`: `distill` first when the fold has no distilled encoder for this plan, then `segment`; `segment`: "
-        "Dice + BCE + SPPG loss; `distill`: MMDKD, the controllers imitate a frozen teacher's embedding",
-        default="auto")
+    stage: Literal["auto", "teacher", "distill", "segment"] = _doc(
+        "`auto`: the stages before `segment` that the fold has not finished for this plan (`teacher` when "
+        "`medical_teacher`, `distill`), then `segment`; `teacher`: the medical teacher's controllers and head learn "
+        "the segmentation; `distill`: MMDKD, the controllers imitate the frozen teacher's embedding; `segment`: "
+        "Dice + BCE + SPPG loss", default="auto")
+    medical_teacher: bool = _doc(
+        "the distillation teacher carries its own controllers, trained on the segmentation in the `teacher` stage "
+        "(the paper's domain knowledge); false: the plain frozen teacher (the released script's loss)",
+        default=True)
     controller_key: ControllerKey = _doc(
         "what chooses an image's controller: `domain` (dataset domains), `modality` (the dataset's channel "
         "modality: one controller per dataset) or `single` (one controller, the released code)", default="modality")
@@ -120,11 +127,17 @@ class ESPMedSAM(FrozenSamMethod):
         s = self.settings
         self.controller_names = list(s.controllers) if s.controller_key != "single" else []
         self.num_controllers = max(1, len(self.controller_names))
-        self.teachers: dict[str, nn.Module] = {}
-        self.distilling = s.stage == "distill"  # `auto` builds the segmentation model (its last stage)
+        self.teachers: dict[str, DistillationTeacher] = {}
+        self.stage = "segment" if s.stage == "auto" else s.stage  # `auto` builds its last stage's model
+        self.distilling = self.stage == "distill"
+        self.medical_teacher_path: Path | None = None
         if self.distilling:
-            self.teachers["teacher"] = self._build_teacher(sam)
-        encoder_controllers = 1 if s.encoder_ignores_controller else self.num_controllers
+            grid = int(sam.image_encoder.config.embedding_size)
+            self.teachers["teacher"] = DistillationTeacher(self._teacher_encoder(sam), grid)
+        elif self.stage == "teacher":  # this stage's model is the medical teacher: the teacher's encoder in its SAM
+            sam = self._teacher_sam(sam)
+            self.image_encoder, self.prompt_encoder = sam.image_encoder, sam.prompt_encoder
+        encoder_controllers = self.encoder_controllers
         self.controller_modules = install_controllers(self.image_encoder, encoder_controllers)
         self.image_encoder.gradient_checkpointing = s.gradient_checkpointing
         if s.std_equals_mean:
@@ -142,32 +155,63 @@ class ESPMedSAM(FrozenSamMethod):
         names = sorted(training_domains) if settings.controller_key == "domain" else list(plans.modalities[:1])
         return dataclasses.replace(settings, controllers=names)
 
+    @property
+    def encoder_controllers(self) -> int:
+        """Controllers inside the encoder: one with the released ``encoder_ignores_controller``."""
+        return 1 if self.settings.encoder_ignores_controller else self.num_controllers
+
     @classmethod
     def training_stages(cls, settings: Any) -> list[tuple[str, Any]]:
-        """``auto``: distill (a prerequisite, reused when finished for this plan), then segment; else the one
-        stage asked for."""
+        """``auto``: teacher (with ``medical_teacher``) and distill as prerequisites (reused when finished for
+        this plan), then segment; else the one stage asked for."""
         if settings.stage != "auto":
             return [(settings.stage, settings)]
-        return [(stage, dataclasses.replace(settings, stage=stage)) for stage in ("distill", "segment")]
+        stages = ("teacher", "distill", "segment") if settings.medical_teacher else ("distill", "segment")
+        return [(stage, dataclasses.replace(settings, stage=stage)) for stage in stages]
 
     @classmethod
     def stage_folder(cls, settings: Any) -> str:
-        """The distillation stage keeps its model in ``fold_X/distill`` (the segmentation stage starts from it)."""
-        return DISTILL_FOLDER if settings.stage == "distill" else ""
+        """``fold_X/teacher`` (the medical teacher) and ``fold_X/distill`` keep the prerequisite stages' models; the
+        segmentation model is the fold's."""
+        return {"teacher": TEACHER_FOLDER, "distill": DISTILL_FOLDER}.get(settings.stage, "")
+
+    def load_teachers(self, stage_dir: Path) -> list[str]:
+        """Distill stage with ``medical_teacher``: the teacher gets the controllers of
+        ``fold_X/teacher/checkpoint_final.pth`` when it exists (else it stays plain, which the log says)."""
+        if not self.distilling:
+            return []
+        if not self.settings.medical_teacher:
+            return [self._teacher_line()]
+        path = Path(stage_dir).parent / TEACHER_FOLDER / "checkpoint_final.pth"
+        if not path.is_file():
+            return [self._teacher_line() + f"; no medical teacher ({path} absent; samdg_train ... --stage teacher "
+                                           "trains it): common knowledge only"]
+        encoder_state = _stage_encoder(path, self.settings.controllers, "the teacher")
+        prefix = len("image_encoder.")
+        try:
+            self.teachers["teacher"].make_medical(self.encoder_controllers,
+                                                  {key[prefix:]: value for key, value in encoder_state.items()})
+        except RuntimeError:
+            raise SamdgError(f"{path}: the medical teacher does not fit this run (other teacher variant or "
+                             "settings); train the teacher stage again with this run's plan") from None
+        self.medical_teacher_path = path
+        teacher, student = self.settings.teacher_variant, self.image_encoder.config.name
+        own = not teacher or teacher == student
+        common = (f"; its encoder is the student's own aggregator ({student}), so the common-knowledge term is a "
+                  "no-op" if own else "")
+        return [f"espmedsam distillation: controller k imitates the medical teacher ({teacher or student} with its "
+                f"{self.encoder_controllers} controller(s) trained in the teacher stage, {path}){common}"]
 
     def before_training(self, fold_dir: Path) -> list[str]:
         """Distill stage: say which teacher. Segment stage: start from the controllers (and the aggregator, when it
         trains) of ``fold_dir/distill/checkpoint_final.pth`` when that file exists."""
-        if self.distilling:
-            return [self._teacher_line()]
+        if self.stage != "segment":
+            return []
         path = Path(fold_dir) / DISTILL_FOLDER / "checkpoint_final.pth"
         if not path.is_file():
             return [f"espmedsam: no distilled controllers ({path} absent; samdg_train ... --stage distill makes "
                     "them): the controllers start from their random initialisation"]
-        settings, encoder_state = _distilled_encoder(path)
-        if settings.get("controllers") != self.settings.controllers:
-            raise SamdgError(f"{path}: distilled for controllers {settings.get('controllers')}, this run has "
-                             f"{self.settings.controllers}; distill again on the same training domains")
+        encoder_state = _stage_encoder(path, self.settings.controllers, "the distillation")
         try:
             result = self.load_state_dict(encoder_state, strict=False)
         except RuntimeError:
@@ -186,19 +230,24 @@ class ESPMedSAM(FrozenSamMethod):
         return (f"espmedsam distillation: the teacher is the student's own aggregator ({student}): the "
                 "common-knowledge term is a no-op; the controllers learn to keep its embedding")
 
-    def _build_teacher(self, sam: nn.Module) -> nn.Module:
-        """The frozen teacher encoder: ``teacher_variant`` with its weights, or a copy of the plain aggregator."""
+    def _teacher_sam(self, sam: nn.Module) -> nn.Module:
+        """The SAM whose encoder teaches: ``teacher_variant`` with its weights, or the student's own."""
         if not self.settings.teacher_variant:
-            teacher = copy.deepcopy(sam.image_encoder)  # before the controllers go in: the plain aggregator
             self.teacher_checkpoint = getattr(sam, "checkpoint_path", None)
-        else:
-            from samdg.models.backbones import build_sam
+            return sam
+        from samdg.models.backbones import build_sam
 
-            teacher_sam = build_sam(self.settings.teacher_variant)
-            teacher, self.teacher_checkpoint = teacher_sam.image_encoder, teacher_sam.checkpoint_path
+        teacher_sam = build_sam(self.settings.teacher_variant)
+        self.teacher_checkpoint = teacher_sam.checkpoint_path
+        return teacher_sam
+
+    def _teacher_encoder(self, sam: nn.Module) -> nn.Module:
+        """The frozen teacher encoder, plain (before any controller goes in)."""
+        teacher_sam = self._teacher_sam(sam)
+        teacher = copy.deepcopy(sam.image_encoder) if teacher_sam is sam else teacher_sam.image_encoder
         if self.settings.std_equals_mean:
             teacher.intensity = "unit_range"  # it gets the released normalisation from encoder_input() as well
-        return teacher.requires_grad_(False).eval()
+        return teacher
 
     # --- controller selection ------------------------------------------------------------------------------------
 
@@ -224,29 +273,29 @@ class ESPMedSAM(FrozenSamMethod):
     # --- encoder and decoder -------------------------------------------------------------------------------------
 
     def cacheable_features(self) -> tuple[str, ...] | None:
-        """Distill stage: the frozen teacher's embedding (see :meth:`encode_for_cache`); segment stage: nothing
+        """Distill stage: the frozen teacher's embeddings (see :meth:`encode_for_cache`); the other stages: nothing
         (the controllers inside the encoder train)."""
         return () if self.distilling else None
 
     def encode_for_cache(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Distill stage: {"embedding": the teacher's embedding (B,256,E,E) at the student's grid}."""
+        """Distill stage: {"embedding": the teacher's embeddings at the student's grid}, (B,256,E,E) from a plain
+        teacher, (B,M*256,E,E) from a medical one (one per controller: a slice is cached once whichever controller
+        picks it)."""
         if not self.distilling:
-            raise RuntimeError("espmedsam caches nothing in the segmentation stage")
-        return {"embedding": self.teacher_embedding(images, self._embedding_grid())}
+            raise RuntimeError(f"espmedsam caches nothing in the {self.stage} stage")
+        return {"embedding": self.teachers["teacher"].per_controller(self.encoder_input(images))}
 
     def cache_identity(self) -> dict[str, Any]:
-        """The teacher's variant and weights file, the encoder input convention and the student's grid: the
-        cached teacher embeddings depend on all of them."""
+        """The teacher (variant and weights file, or the teacher stage's checkpoint), the encoder input convention
+        and the student's grid: the cached teacher embeddings depend on all of them."""
         identity: dict[str, Any] = {"encoder": "espmedsam distillation teacher",
                                     "std_equals_mean": self.settings.std_equals_mean,
-                                    "grid": self._embedding_grid()}
+                                    "grid": self.teachers["teacher"].grid}
         if self.settings.teacher_variant:
             identity.update(variant=self.settings.teacher_variant, checkpoint=self.teacher_checkpoint)
+        if self.medical_teacher_path is not None:
+            identity.update(medical_teacher=True, checkpoint=str(self.medical_teacher_path))
         return identity
-
-    def _embedding_grid(self) -> tuple[int, int]:
-        size = int(self.image_encoder.config.embedding_size)
-        return size, size
 
     def encoder_input(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [0,1]; with ``std_equals_mean`` the released ``(255x - mean) / mean``."""
@@ -256,13 +305,19 @@ class ESPMedSAM(FrozenSamMethod):
         return (images * 255.0 - mean) / mean
 
     def encode(self, images: torch.Tensor, domains: list[str] | None = None) -> dict[str, torch.Tensor]:
-        """(B,3,S,S) in [0,1] -> {"embedding": (B,256,E,E), "controller_weights": (B,M)}."""
+        """(B,3,S,S) in [0,1] -> {"embedding": (B,256,E,E), "controller_weights": (B,M)}; images are resized to
+        the encoder's input size (another size only in the teacher stage, on the teacher variant)."""
         weights = self.controller_weights(domains, images.shape[0], images.device)
-        encoder_weights = weights[:, :1].new_ones(weights.shape[0], 1) if self.settings.encoder_ignores_controller \
-            else weights
+        size = int(self.image_encoder.config.input_size)
+        if images.shape[-1] != size:
+            images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
         embedding, _ = self.image_encoder.forward_features(self.encoder_input(images),
-                                                           context={WEIGHTS_KEY: encoder_weights})
+                                                           context={WEIGHTS_KEY: self._encoder_weights(weights)})
         return {"embedding": embedding, WEIGHTS_KEY: weights}
+
+    def _encoder_weights(self, weights: torch.Tensor) -> torch.Tensor:
+        """(B,M) controller weights -> those of the encoder's controllers (one with encoder_ignores_controller)."""
+        return weights[:, :1].new_ones(weights.shape[0], 1) if self.settings.encoder_ignores_controller else weights
 
     def decode_all(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (per-class logits (B,K,4E,4E), patch logits (B,K,E/2,E/2))."""
@@ -282,25 +337,22 @@ class ESPMedSAM(FrozenSamMethod):
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         features = self.encode(batch["image"], batch.get("domain"))
         if self.distilling:
-            cached = batch.get("features")
             with torch.no_grad():
-                teacher = cached["embedding"] if cached is not None else \
-                    self.teacher_embedding(batch["image"], features["embedding"].shape[-2:])
+                teacher = self.teacher_embedding(batch["image"], self._encoder_weights(features[WEIGHTS_KEY]),
+                                                 batch.get("features"))
                 logits = self.decode(features)
             return {"logits": logits, "embedding": features["embedding"], "teacher_embedding": teacher}
         logits, patch_logits = self.decode_all(features)
         return {"logits": logits, "patch_logits": patch_logits}
 
-    def teacher_embedding(self, images: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        """The frozen teacher's embedding of the images, at the student's embedding grid: (B,256,E,E)."""
+    def teacher_embedding(self, images: torch.Tensor, weights: torch.Tensor,
+                          cached: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """The frozen teacher's embedding (B,256,E,E) of (B,3,S,S) images at the student's grid, under the
+        controllers that ``weights`` (B,M) pick for a medical teacher; from the cache's entries when given."""
         teacher = self.teachers["teacher"]
-        size = int(teacher.config.input_size)
-        if images.shape[-1] != size:
-            images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-        embedding = teacher(self.encoder_input(images))
-        if tuple(embedding.shape[-2:]) != tuple(grid):
-            embedding = F.interpolate(embedding, size=tuple(grid), mode="bilinear", align_corners=False)
-        return embedding
+        if cached is None:
+            return teacher(self.encoder_input(images), weights)
+        return teacher.pick(cached["embedding"], weights) if teacher.is_medical else cached["embedding"]
 
     # --- losses --------------------------------------------------------------------------------------------------
 
@@ -351,11 +403,16 @@ class ESPMedSAM(FrozenSamMethod):
         return OptimizerSetup(optimizer, scheduler, interval="epoch", grad_clip=self.settings.grad_clip or None)
 
 
-def _distilled_encoder(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """A distill-stage checkpoint's method settings and its encoder weights (``image_encoder.*``)."""
+def _stage_encoder(path: Path, controllers: list[str], stage: str) -> dict[str, torch.Tensor]:
+    """The encoder weights (``image_encoder.*``) of an earlier stage's checkpoint, checked to hold this run's
+    controllers."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         settings, weights = state["method_settings"], state["model_state"]
     except Exception:  # torch's many-line message does not help here
-        raise SamdgError(f"{path}: not a readable samdg checkpoint (truncated or damaged); distill again") from None
-    return settings, {key: value for key, value in weights.items() if key.startswith("image_encoder.")}
+        raise SamdgError(f"{path}: not a readable samdg checkpoint (truncated or damaged); train {stage} stage "
+                         "again") from None
+    if settings.get("controllers") != controllers:
+        raise SamdgError(f"{path}: {stage} stage was trained for controllers {settings.get('controllers')}, this run "
+                         f"has {controllers}; train it again on the same training domains")
+    return {key: value for key, value in weights.items() if key.startswith("image_encoder.")}
