@@ -19,6 +19,7 @@ finished conversion. The input folder is only read.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 from collections import defaultdict
@@ -38,6 +39,7 @@ RGB_CHANNEL_NAMES = {"0": "R", "1": "G", "2": "B"}  # nnU-Net v2's natural-image
 # both, the cup is 2, and the cup is painted last so that it stays visible inside the disc.
 FUNDUS_LABELS = {"background": 0, "optic_disc": [1, 2], "optic_cup": [2]}
 FUNDUS_REGIONS_CLASS_ORDER = [1, 2]
+SETTINGS_FILE = "conversion.json"  # beside dataset.json: what a conversion was made from (see prepare_target)
 
 
 def converter_parser(prog: str, description: str, default_id: int, input_help: str,
@@ -73,13 +75,26 @@ def check_target(dataset_id: int, folder_name: str, converted_by: str, id_option
                          f"id with {id_option} N")
 
 
-def prepare_target(dataset_id: int, name: str, converted_by: str) -> Path:
-    """``$SAMDG_raw/DatasetXXX_name`` after :func:`check_target`; temp files of a killed earlier run are removed."""
+def prepare_target(dataset_id: int, name: str, converted_by: str, settings: dict | None = None) -> Path:
+    """``$SAMDG_raw/DatasetXXX_name`` after :func:`check_target`; temp files of a killed earlier run are removed.
+
+    ``settings`` (the input folder and the options that change the output) are kept in ``conversion.json``: a rerun
+    resumes only a conversion made with the same ones, since the files it skips would otherwise belong to another
+    input or option (another rater, another layout) and mix with the new ones.
+    """
     folder_name = dataset_folder_name(dataset_id, name)
     check_target(dataset_id, folder_name, converted_by)
     target = raw_root() / folder_name
     for folder in (target, *(target.iterdir() if target.is_dir() else ())):
         remove_stale_temp_files(folder)
+    if settings is not None:
+        record = {"converted_by": converted_by, **settings}
+        previous = target / SETTINGS_FILE
+        if previous.is_file() and load_json(previous) != json.loads(json.dumps(record)):
+            raise SamdgError(f"{target}: was converted with other settings ({previous}); choose another id with -d N "
+                             "or delete that folder first")
+        if not previous.is_file():
+            atomic_write_json(previous, record)
     return target
 
 

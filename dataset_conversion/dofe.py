@@ -112,7 +112,7 @@ def convert_dofe(source_folder: str | Path, dataset_id: int = DEFAULT_ID, num_pr
     if not source.is_dir():
         raise SamdgError(f"-i {source}: folder not found")
     cases = _cases(source)
-    target = prepare_target(dataset_id, "DoFEFundus", CONVERTED_BY)
+    target = prepare_target(dataset_id, "DoFEFundus", CONVERTED_BY, {"input": str(source.resolve())})
     jobs = [(str(image), str(mask), str(target / SPLITS[split][0] / f"{case}_0000.png"),
              str(target / SPLITS[split][1] / f"{case}.png")) for case, _, split, image, mask in cases]
     list(run_parallel(_convert_case, jobs, num_processes, description="DoFE images",

@@ -133,7 +133,9 @@ def convert_riga(source_folder: str | Path, dataset_id: int = DEFAULT_ID, rater:
     if rater not in RATERS:
         raise SamdgError(f"--rater must be one of 1..6 (RIGA's six ophthalmologists), got {rater}")
     cases, test = _cases(source, rater), _test_photographs(source)
-    target = prepare_target(dataset_id, "RIGAPlus", CONVERTED_BY)
+    settings = {"input": str(source.resolve()), "rater": rater,
+                "test": sorted(str(path.relative_to(source)) for path in test)}
+    target = prepare_target(dataset_id, "RIGAPlus", CONVERTED_BY, settings)
     folders = {image: ("imagesTs", "labelsTs") if image in test else ("imagesTr", "labelsTr") for _, _, image, _ in
                cases}
     jobs = [(str(image), str(mask), str(target / folders[image][0] / f"{case}_0000.png"),

@@ -222,7 +222,8 @@ def convert_saml(source_folder: str | Path, dataset_id: int = DEFAULT_ID, zonal:
     sites = ZONAL_SITES if zonal else SITES
     layout = _layout(source)
     cases = {"desam": _desam_cases, "maxstyle": _maxstyle_cases, "saml": _saml_cases}[layout](source, sites)
-    target = prepare_target(dataset_id, "SAMLProstateZonal" if zonal else "SAMLProstate", CONVERTED_BY)
+    target = prepare_target(dataset_id, "SAMLProstateZonal" if zonal else "SAMLProstate", CONVERTED_BY,
+                            {"input": str(source.resolve()), "layout": layout, "zonal": zonal})
     jobs = [(str(image), str(mask), str(target / "imagesTr" / f"{case}_0000.nii.gz"),
              str(target / "labelsTr" / f"{case}.nii.gz"), zonal) for case, _, image, mask in cases]
     list(run_parallel(_convert_case, jobs, num_processes, description="SAML cases",

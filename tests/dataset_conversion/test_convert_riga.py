@@ -78,10 +78,14 @@ def test_photographs_become_rgb_png_cases_with_disc_and_cup_regions(tmp_path, sa
     assert _snapshot(source) == before
 
 
-def test_another_rater_can_be_chosen(tmp_path):
+def test_another_rater_can_be_chosen_but_not_mixed_into_an_earlier_conversion(tmp_path):
     target = convert_riga(_riga(tmp_path / "RIGAPlus"), rater=2)
     label = np.asarray(Image.open(target / "labelsTr" / "BinRushed_BinRushed1_image1.png"))
     assert np.array_equal(label, label_map(_mask(2)))
+    (target / "dataset.json").unlink()  # as if interrupted: a resume with rater 1 would keep rater 2's labels
+    with pytest.raises(SamdgError, match=r"Dataset202_RIGAPlus: was converted with other settings .*conversion.json"):
+        convert_riga(tmp_path / "RIGAPlus", rater=1)
+    assert np.array_equal(np.asarray(Image.open(target / "labelsTr" / "BinRushed_BinRushed1_image1.png")), label)
     with pytest.raises(SamdgError, match="--rater must be one of 1..6"):
         convert_riga(tmp_path / "RIGAPlus", rater=7)
 

@@ -186,6 +186,10 @@ def test_desam_layout_uses_the_csv_centres_in_its_order(tmp_path):
                                              ("prostate_002", "HK"), ("prostate_007", "I2CVB")]
     assert verify_dataset(load_raw_dataset(target)) == []
     assert _snapshot(source) == before
+    with pytest.raises(SamdgError, match=r"Dataset202_SAMLProstate: was converted with other settings"):
+        convert_saml(_saml(tmp_path / "saml"), dataset_id=202)  # its cases would mix with DeSAM's
+    assert sorted(p.name for p in (target / "labelsTr").iterdir()) == [
+        "prostate_001.nii.gz", "prostate_002.nii.gz", "prostate_003.nii.gz", "prostate_007.nii.gz"]
 
 
 def test_desam_layout_errors_name_the_csv_row_or_the_file(tmp_path):
