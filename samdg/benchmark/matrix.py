@@ -49,6 +49,14 @@ def cell_values(per_case: pd.DataFrame, source: str, training_domains: Sequence[
     return rows
 
 
+def pooled_cross_domain(per_case: pd.DataFrame, training_domains: Sequence[str], metric: str) -> float:
+    """One model's mean over all its cross-domain cases pooled, whatever their target (per class, then over
+    classes): how the released DeSAM and DAPSAM code averages the unseen sites of one source."""
+    cross = per_case[~per_case["domain"].isin(list(training_domains))]
+    per_class = cross.groupby("label", sort=False)[metric].mean()
+    return float(per_class.mean()) if per_class.notna().any() else math.nan
+
+
 def metrics_of(cells: pd.DataFrame) -> dict[str, str]:
     """The metrics the cells hold, in table order: Dice, HD95, then any paper metric -> their titles."""
     present = set(cells["metric"])

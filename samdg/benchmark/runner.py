@@ -36,6 +36,7 @@ from samdg.dataset.raw import RawDataset, load_raw_dataset
 from samdg.errors import SamdgError
 from samdg.paths import raw_dataset_dir, resolve_dataset_name, results_dataset_dir
 from samdg.utils.files import atomic_write_json, load_json, make_folder
+from samdg.utils.nan import nan_mean
 
 FOLD = "all"
 
@@ -249,6 +250,7 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
     from samdg.training.splits import domain_tag
 
     cells, case_results, models = [], [], []
+    pooled: dict[str, list[float]] = {}  # paper metric -> each model's pooled cross-domain mean
     for plan in plans:
         fold_dir, status = ensure_trained(settings, dataset_name, plan, log)
         evaluation = evaluation_cases(raw, plan.training_domains, targets)
@@ -263,6 +265,8 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
                          "left out: "
                          + ", ".join(sorted(prediction["failed"])))
         cells += matrix.cell_values(per_case, plan.row, plan.training_domains)
+        for metric in (m for m in matrix.PAPER_METRICS if m in per_case.columns):
+            pooled.setdefault(metric, []).append(matrix.pooled_cross_domain(per_case, plan.training_domains, metric))
         for case, dice in overlays.case_mean_dice(per_case).items():
             target = evaluation.cases[case].domain
             if target in plan.training_domains:
@@ -277,6 +281,10 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
 
     cells_frame = pd.DataFrame(cells, columns=list(matrix.CELL_COLUMNS))
     rows = [plan.row for plan in plans]
+    pooled_means = {metric: nan_mean(values) for metric, values in pooled.items()}
+    if pooled_means:
+        notes.append("The papers' averaging (each model's unseen-site cases pooled, then the mean over models): "
+                     + ", ".join(f"{metric} {value:.3f}" for metric, value in pooled_means.items()) + ".")
     title = f"{dataset_name}: {settings.method}, {settings.protocol}{preset}{prompt_title(settings)}"
     files = matrix.write_all(output_dir, cells_frame, rows, targets, title, notes)
     overlay_files = overlays.write_overlays(case_results, output_dir / "overlays")
@@ -285,6 +293,8 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
         frame = matrix.matrix_frame(cells_frame, metric, rows, targets)
         value = frame.loc[matrix.COLUMN_MEAN, matrix.ROW_MEAN]
         headline[f"{metric}_cross_domain_mean"] = None if value is None or math.isnan(value) else float(value)
+    for metric, value in pooled_means.items():
+        headline[f"{metric}_pooled_cross_domain_mean"] = None if math.isnan(value) else value
     result = {
         "dataset": dataset_name,
         "settings": asdict(settings),

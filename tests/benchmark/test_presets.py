@@ -128,7 +128,11 @@ def test_desam_prostate_preset_runs_end_to_end_with_its_split_and_the_paper_colu
     bmc = per_case[per_case["domain"] == "BMC"]
     cell = matrix[(matrix["metric"] == "paper_dice_fg_slices") & (matrix["source"] == "RUNMC")]["BMC"].item()
     assert cell == pytest.approx(bmc.groupby("label")["paper_dice_fg_slices"].mean().mean(), abs=1e-5)
+    # the released code's averaging: every unseen-site case of a source pooled (one target here: the same cases)
+    pooled = result["headline"]["paper_dice_fg_slices_pooled_cross_domain_mean"]
+    assert pooled == pytest.approx(bmc.groupby("label")["paper_dice_fg_slices"].mean().mean(), abs=1e-6)
     markdown = (out / "matrix.md").read_text()
+    assert "The papers' averaging" in markdown
     assert "preset desam-prostate" in markdown and "inflate Dice" in markdown
     assert "Dice over foreground slices only" in markdown
 
@@ -171,3 +175,15 @@ def test_targets_restrict_the_tested_domains_and_their_notes(samdg_roots, capsys
     with pytest.raises(SystemExit):
         train.main(["953", "nnunet", "first90", "--device", "cpu"])
     assert "fold first90: the nnU-Net baseline trains on samdg's 5-fold split or 'all' only" in capsys.readouterr().err
+
+
+def test_the_papers_pooled_average_weighs_cases_not_target_sites():
+    from samdg.benchmark.matrix import cell_values, pooled_cross_domain
+
+    per_case = pd.DataFrame({"case": ["s1", "h1", "h2", "h3", "r1"], "domain": ["UCL", "HK", "HK", "HK", "RUNMC"],
+                             "label": ["prostate"] * 5, "paper_dice_fg_slices": [1.0, 0.0, 0.0, 0.0, 0.7],
+                             "dice": [1.0] * 5, "hd95_mm": [1.0] * 5})
+    cells = {c["target"]: c["value"] for c in cell_values(per_case, "RUNMC", ["RUNMC"])
+             if c["metric"] == "paper_dice_fg_slices"}
+    assert (cells["UCL"] + cells["HK"]) / 2 == pytest.approx(0.5)  # samdg: each target site weighs the same
+    assert pooled_cross_domain(per_case, ["RUNMC"], "paper_dice_fg_slices") == pytest.approx(0.25)  # 4 cases pooled
