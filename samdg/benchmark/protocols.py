@@ -7,7 +7,8 @@
   other domains. The held-out column is the cross-domain result; the training domains' own test cases give the
   in-domain cells of the row.
 
-Models are trained with fold ``all`` into the usual results folder (``fold_all__src-A+B``), so a model trained
+Models are trained with fold ``all`` (``--split first90``: fold ``first90``, DeSAM's held-out split, predicting with
+the checkpoint selected on it) into the usual results folder (``fold_all__src-A+B``), so a model trained
 earlier, by ``samdg_train`` or by another benchmark, is reused as it is; an interrupted training resumes.
 
 Test cases of a domain are its labelled ``imagesTs`` cases. A domain without any is tested on its ``imagesTr``
