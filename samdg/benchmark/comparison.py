@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from samdg.benchmark.matrix import ALL_METRICS, METRICS
+from samdg.evaluation.paper_metrics import INFLATION_NOTE
 from samdg.utils.files import atomic_path, atomic_write_text, make_folder
 
 CROSS_MEAN = "cross-domain mean"
@@ -62,6 +63,8 @@ def write_comparison(output_dir: Path, results: Sequence[dict[str, Any]], title:
         frame = comparison_frame(results, metric)
         if metric not in METRICS and frame.isna().all().all():  # paper metrics only with --paper-metrics
             continue
+        if metric not in METRICS and INFLATION_NOTE not in sections:
+            sections += [INFLATION_NOTE, ""]
         block = frame.reset_index()
         block.insert(0, "metric", metric)
         blocks.append(block)

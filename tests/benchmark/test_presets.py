@@ -187,3 +187,23 @@ def test_the_papers_pooled_average_weighs_cases_not_target_sites():
              if c["metric"] == "paper_dice_fg_slices"}
     assert (cells["UCL"] + cells["HK"]) / 2 == pytest.approx(0.5)  # samdg: each target site weighs the same
     assert pooled_cross_domain(per_case, ["RUNMC"], "paper_dice_fg_slices") == pytest.approx(0.25)  # 4 cases pooled
+
+
+def test_the_combined_table_gets_the_paper_tables_and_their_note_only_when_measured(tmp_path):
+    from samdg.benchmark.comparison import write_comparison
+
+    results = []
+    for method, paper in (("sam", True), ("dapsam", False)):
+        rows = [("dice", 0.5), ("hd95_mm", 3.0)] + ([("paper_dice_fg_slices", 0.8)] if paper else [])
+        cells = pd.DataFrame([{"source": "BinRushed", "target": "MESSIDOR_Base1", "metric": m, "value": v,
+                               "n_cases": 2, "kind": "cross-domain"} for m, v in rows])
+        cells.to_csv(tmp_path / f"{method}.csv", index=False)
+        results.append({"settings": {"method": method}, "domains": ["BinRushed", "MESSIDOR_Base1"],
+                        "targets": ["MESSIDOR_Base1"], "files": {"cells": str(tmp_path / f"{method}.csv"),
+                                                                 "markdown": str(tmp_path / method / "matrix.md")}})
+    text = write_comparison(tmp_path / "both", results, "t")["markdown"].read_text()
+    assert "| method | MESSIDOR_Base1 | cross-domain mean |" in text  # the targets only, not the source
+    assert "Dice over foreground slices only" in text and "inflate Dice" in text
+    assert "| dapsam |  |" in text and "| sam | 0.800 |" in text
+    alone = write_comparison(tmp_path / "one", results[1:], "t")["markdown"].read_text()
+    assert "paper" not in alone
