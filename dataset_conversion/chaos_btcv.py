@@ -317,7 +317,8 @@ def convert_btcv_case(job: tuple) -> None:
 def convert_chaos_btcv(inputs: Sequence[str | Path], dataset_id: int = DEFAULT_ID, num_processes: int = 2) -> Path:
     """Convert the CHAOS and BTCV downloads into ``$SAMDG_raw/DatasetXXX_AbdomenCTMR``; returns the folder."""
     mr_root, btcv_training = find_roots([Path(p).expanduser() for p in inputs])
-    target = prepare_target(dataset_id, DATASET_NAME, CONVERTED_BY)
+    target = prepare_target(dataset_id, DATASET_NAME, CONVERTED_BY,
+                            {"chaos_mr": str(mr_root.resolve()), "btcv_training": str(btcv_training.resolve())})
     chaos, chaos_domains = chaos_jobs(mr_root, target)
     btcv, btcv_domains = btcv_jobs(btcv_training, target)
     for function, jobs, what in ((convert_btcv_case, btcv, "BTCV CT"), (convert_chaos_case, chaos, "CHAOS MR")):

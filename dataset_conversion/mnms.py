@@ -178,7 +178,8 @@ def convert_mnms(source_folder: str | Path, dataset_id: int = DEFAULT_ID, num_pr
             "CSV) as -i")
     info_path = Path(info_csv).expanduser() if info_csv else find_info_csv(source)
     info = read_info_csv(require(info_path, "the M&Ms information CSV"))
-    target = prepare_target(dataset_id, DATASET_NAME, CONVERTED_BY)
+    target = prepare_target(dataset_id, DATASET_NAME, CONVERTED_BY,
+                            {"input": str(source.resolve()), "info_csv": str(info_path.resolve())})
     jobs, domains, skipped = subject_jobs(source, target, info, info_path)
     list(run_parallel(convert_subject, jobs, num_processes, description="M&Ms subjects",
                       names=[job[0] for job in jobs]))

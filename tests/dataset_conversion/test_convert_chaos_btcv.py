@@ -157,6 +157,9 @@ def test_a_rerun_writes_only_what_is_missing(downloads):
     convert_chaos_btcv(downloads, num_processes=1)
     assert kept.stat().st_mtime_ns == kept_mtime and lost.read_bytes() == lost_bytes
     assert (target / "dataset.json").is_file() and not list(target.rglob(".*"))
+    other = _btcv(downloads[1].parent / "other_copy")  # another BTCV folder must not resume into these files
+    with pytest.raises(SamdgError, match=r"Dataset221_AbdomenCTMR: was converted with other settings"):
+        convert_chaos_btcv([downloads[0], other], num_processes=1)
 
 
 def _one_line_error(argv, capsys) -> str:

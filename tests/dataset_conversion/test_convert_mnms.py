@@ -111,6 +111,10 @@ def test_a_rerun_writes_only_what_is_missing(tmp_path):
     convert_mnms(source, num_processes=1)
     assert kept.stat().st_mtime_ns == kept_mtime and lost.read_bytes() == lost_bytes
     assert not list(target.rglob(".*"))
+    other_csv = tmp_path / "edited.csv"  # another information CSV must not resume into these files
+    other_csv.write_bytes((source / CSV_NAME).read_bytes())
+    with pytest.raises(SamdgError, match=r"Dataset222_MnMs: was converted with other settings"):
+        convert_mnms(source, num_processes=1, info_csv=other_csv)
 
 
 def test_a_one_based_es_frame_is_a_one_line_error_naming_the_file(tmp_path, capsys):
