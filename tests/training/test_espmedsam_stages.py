@@ -42,26 +42,27 @@ def interrupt_in(stage: str):
 
 def test_one_call_distills_first_then_segments_and_a_second_call_reuses_the_distilled_encoder(
         synthetic_dataset, samdg_roots):
-    assert train_main([synthetic_dataset, "espmedsam", "0", "--epochs", "1", "--iters-per-epoch", "2",
+    assert train_main([synthetic_dataset, "espmedsam", "0", "--epochs", "1", "--iters-per-epoch", "1",
                        *COMMON]) == 0
     fold_dir = fold_dir_of(samdg_roots, synthetic_dataset)
     distill_dir = fold_dir / "distill"
     assert load_checkpoint(distill_dir / "checkpoint_final.pth")["method_settings"]["stage"] == "distill"
     assert Plans.load(distill_dir / "plans.json").methods["espmedsam"]["stage"] == "distill"
     assert load_checkpoint(fold_dir / "checkpoint_final.pth")["method_settings"]["stage"] == "segment"
+    assert load_checkpoint(fold_dir / "teacher" / "checkpoint_final.pth")["method_settings"]["stage"] == "teacher"
     distill_log = (distill_dir / "training_log.txt").read_text()
     assert "stage distill (2 of 3): no finished model of this stage" in distill_log
-    assert "the common-knowledge term is a no-op" in distill_log
+    assert "imitates the medical teacher" in distill_log and "the common-knowledge term is a no-op" in distill_log
     assert "start from the distillation stage" in (fold_dir / "training_log.txt").read_text()
 
     distilled = (distill_dir / "checkpoint_final.pth").stat().st_mtime_ns
-    assert train_main([synthetic_dataset, "espmedsam", "0", "--epochs", "1", "--iters-per-epoch", "2",
+    assert train_main([synthetic_dataset, "espmedsam", "0", "--epochs", "1", "--iters-per-epoch", "1",
                        *COMMON]) == 0
     assert (distill_dir / "checkpoint_final.pth").stat().st_mtime_ns == distilled
     assert "stage distill (2 of 3): reusing the finished model" in (fold_dir / "training_log.txt").read_text()
 
     # Another plan for the distillation stage: the distilled encoder is not this plan's, so it is trained again.
-    assert train_main([synthetic_dataset, "espmedsam", "0", "--epochs", "1", "--iters-per-epoch", "2", *COMMON,
+    assert train_main([synthetic_dataset, "espmedsam", "0", "--epochs", "1", "--iters-per-epoch", "1", *COMMON,
                        "--override", "methods.espmedsam.distill_lr=0.001"]) == 0
     assert (distill_dir / "checkpoint_final.pth").stat().st_mtime_ns != distilled
     assert "methods.espmedsam.distill_lr=0.0005 (asked 0.001)" in (distill_dir / "training_log.txt").read_text()
@@ -108,7 +109,7 @@ def test_distillation_encodes_each_slice_with_the_teacher_once(synthetic_dataset
 
     overrides = {"training.augmentation": "none", "methods.espmedsam.teacher_variant": "tiny_vit_test",
                  "methods.espmedsam.controller_key": "domain"}
-    train(quick(epochs=3, embedding_cache="memory", overrides=overrides), epoch_end_hooks=[count])
+    train(quick(epochs=2, embedding_cache="memory", overrides=overrides), epoch_end_hooks=[count])
     misses, entries, hits = seen[-1]
     assert misses == entries and hits > 0  # one teacher pass per distinct slice; slices drawn again reuse it
     fold_dir = fold_dir_of(samdg_roots, synthetic_dataset)

@@ -21,8 +21,9 @@ def fold_dir_of(samdg_roots, dataset: str):
 
 
 def test_segment_stage_trains_a_controller_per_domain_and_predicts(synthetic_dataset, samdg_roots, tmp_path):
-    code = train_main([synthetic_dataset, "espmedsam", "0", "--epochs", "1", "--iters-per-epoch", "2", *COMMON,
-                       "--override", "methods.espmedsam.controller_key=domain", "--no-final-validation"])
+    code = train_main([synthetic_dataset, "espmedsam", "0", "--stage", "segment", "--epochs", "1",
+                       "--iters-per-epoch", "2", *COMMON, "--override", "methods.espmedsam.controller_key=domain",
+                       "--no-final-validation"])
     assert code == 0
     fold_dir = fold_dir_of(samdg_roots, synthetic_dataset)
     state = load_checkpoint(fold_dir / "checkpoint_final.pth")
@@ -64,7 +65,7 @@ def test_distill_stage_loss_goes_down_and_the_segment_stage_starts_from_it(synth
     for key, value in distilled.state_dict().items():
         if key.startswith("image_encoder."):
             assert torch.equal(segment.state_dict()[key], value), key
-    assert train_main([synthetic_dataset, "espmedsam", "0", "--epochs", "1", "--iters-per-epoch", "1", *COMMON,
-                       "--no-final-validation"]) == 0
+    assert train_main([synthetic_dataset, "espmedsam", "0", "--stage", "segment", "--epochs", "1",
+                       "--iters-per-epoch", "1", *COMMON, "--no-final-validation"]) == 0
     log = (fold_dir_of(samdg_roots, synthetic_dataset) / "training_log.txt").read_text()
     assert "start from the distillation stage" in log

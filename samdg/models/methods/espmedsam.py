@@ -17,9 +17,13 @@ Reproduced:
 - QDMD (:mod:`samdg.models.layers.esp_qdmd`): SAM's two-way transformer on learnable queries per (controller,
   class), no IoU token, per-query hypernetworks (``shared_hypernetwork`` and ``attention_only_query`` give the
   released decoder).
-- Two stages: ``stage: segment`` (Dice + BCE + ``sppg_weight`` x SPPG BCE) and ``stage: distill`` (MMDKD's
-  released recipe: MSE between the student's and a frozen teacher's embeddings, only the controllers train, Adam
-  5e-4, ExponentialLR 0.98 per epoch).
+- MMDKD and segmentation as stages of one ``samdg_train`` call (``stage: auto``; :meth:`ESPMedSAM.training_stages`):
+  ``teacher`` (the medical teacher: the teacher encoder with its own controllers, SPPG and QDMD, trained on the
+  segmentation; with ``medical_teacher``), ``distill`` (the released recipe: MSE between the student's embedding and
+  the frozen teacher's, image i under controller k of both, only the controllers train, Adam 5e-4, ExponentialLR
+  0.98 per epoch; the teacher's embeddings go through the embedding cache) and ``segment`` (Dice + BCE +
+  ``sppg_weight`` x SPPG BCE). A finished earlier stage of the same plan is reused; ``--stage`` trains one stage.
+  The teacher (``teacher_variant``) is chosen by the planner (:mod:`samdg.planning.distillation`).
 
 Choices where the paper and code say nothing (documented on the method page):
 
@@ -118,8 +122,9 @@ class ESPMedSAMSettings(SamMethodSettings):
 class ESPMedSAM(FrozenSamMethod):
     """Aggregator + modality controllers, SPPG and QDMD (see the module docstring).
 
-    Trainable: segment stage: controllers, SPPG, QDMD (and the aggregator with ``train_aggregator``); distill
-    stage: controllers (and the aggregator with ``train_aggregator``).
+    Trainable: segment and teacher stages: controllers, SPPG, QDMD (and the aggregator with ``train_aggregator``);
+    distill stage: controllers (and the aggregator with ``train_aggregator``). The teacher stage's model is built on
+    the teacher variant's SAM (images resized to its input size).
     """
 
     def __init__(self, sam: nn.Module, settings: Any, label_spec: LabelSpec) -> None:
