@@ -142,8 +142,7 @@ class ESPMedSAM(FrozenSamMethod):
         elif self.stage == "teacher":  # this stage's model is the medical teacher: the teacher's encoder in its SAM
             sam = self._teacher_sam(sam)
             self.image_encoder, self.prompt_encoder = sam.image_encoder, sam.prompt_encoder
-        encoder_controllers = self.encoder_controllers
-        self.controller_modules = install_controllers(self.image_encoder, encoder_controllers)
+        self.controller_modules = install_controllers(self.image_encoder, self.encoder_controllers)
         self.image_encoder.gradient_checkpointing = s.gradient_checkpointing
         if s.std_equals_mean:
             self.image_encoder.intensity = "unit_range"  # encode() applies the released normalisation itself
