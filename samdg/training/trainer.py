@@ -579,7 +579,7 @@ def train(args: TrainingArgs, epoch_end_hooks: list[Callable[[Trainer, int], Non
             if not last:
                 notes.append(f"{label}: {difference or 'an earlier stage was trained in this call'}, so it trains "
                              "first")
-            if retrained and args.continue_training:
+            if retrained and args.continue_training and any((output_dir / n).is_file() for n in ckpt.CHECKPOINT_NAMES):
                 notes.append(f"{label}: an earlier stage was trained in this call, so this one starts afresh")
             if retrained or (difference is not None and not difference.startswith(NOT_FINISHED)):
                 stage_run.args = dataclasses.replace(args, continue_training=False)  # outdated: replaced

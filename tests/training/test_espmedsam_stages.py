@@ -89,6 +89,14 @@ def test_an_interrupted_call_continues_the_stage_it_was_in(synthetic_dataset, sa
     epochs = [json.loads(line)["epoch"] for line in (fold_dir / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2]
 
+    # The distilled encoder is gone: --c distils again, and the finished segmentation, built on the old one, is
+    # trained afresh rather than continued.
+    (fold_dir / "distill" / "checkpoint_final.pth").unlink()
+    train(quick(epochs=2, continue_training=True))
+    log = (fold_dir / "training_log.txt").read_text()
+    assert "stage segment (3 of 3): an earlier stage was trained in this call, so this one starts afresh" in log
+    assert "training had already finished" not in log.split("starts afresh")[-1]
+
 
 def test_stage_option_trains_one_stage_alone(synthetic_dataset, samdg_roots):
     assert train_main([synthetic_dataset, "espmedsam", "0", "--stage", "segment", "--epochs", "1",
