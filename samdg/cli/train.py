@@ -53,9 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="change a plans entry for this run, e.g. training.augmentation=none or "
                              "methods.sam.lora_rank=4 (repeatable; recorded in the results folder's plans.json)")
-    parser.add_argument("--stage", choices=("auto", "segment", "distill"),
-                        help="training stage of a two-stage method (espmedsam; default: the plan's, auto = the "
-                             "distillation first when the fold has none for this plan, then segmentation): same as "
+    parser.add_argument("--stage", choices=("auto", "teacher", "distill", "segment"),
+                        help="training stage of a multi-stage method (espmedsam; default: the plan's, auto = the "
+                             "stages the fold has not finished for this plan, then segmentation): same as "
                              "--override methods.<method>.stage=STAGE")
     parser.add_argument("--num-workers", type=int, help="data-loading processes (default: the plan's)")
     parser.add_argument("--seed", type=int, default=12345, help=f"random seed, 0 to {MAX_SEED - 1} (default 12345)")

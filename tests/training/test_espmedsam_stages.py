@@ -105,6 +105,11 @@ def test_stage_option_trains_one_stage_alone(synthetic_dataset, samdg_roots):
     assert not (fold_dir / "distill").exists()
     assert "no distilled controllers" in (fold_dir / "training_log.txt").read_text()
 
+    assert train_main([synthetic_dataset, "espmedsam", "0", "--stage", "teacher", "--epochs", "1",
+                       "--iters-per-epoch", "1", *COMMON]) == 0
+    assert load_checkpoint(fold_dir / "teacher" / "checkpoint_final.pth")["method_settings"]["stage"] == "teacher"
+    assert not (fold_dir / "distill").exists()
+
 
 def test_distillation_encodes_each_slice_with_the_teacher_once(synthetic_dataset, samdg_roots, quick):
     """A medical teacher of another family and size (tiny ViT for the tiny TinyViT student, one controller per
