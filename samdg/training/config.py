@@ -118,13 +118,27 @@ def plans_for_method(dataset_name: str, method: str, overrides: dict[str, Any],
 
 def model_defining_plan(plans: Plans, method: str) -> dict[str, Any]:
     """The part of a plan (with overrides) that defines the model ``method`` trains: everything but the decision log,
-    the other methods' settings and the number of data-loading workers. Two runs with equal values train the same
-    model; a difference means a reused or continued model is not the one asked for."""
+    the other methods' settings and the number of data-loading workers, with the method's settings as its last
+    stage trains them (a multi-stage method's ``stage: auto`` ends in the fold folder's model). Two runs with equal
+    values train the same model; a difference means a reused or continued model is not the one asked for."""
     data = plans.to_dict()
     data.pop("decisions")
-    data["methods"] = {method: data["methods"].get(method)}
+    data["methods"] = {method: _last_stage_settings(method, data["methods"].get(method))}
     data["training"].pop("num_workers")
     return data
+
+
+def _last_stage_settings(method: str, block: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A multi-stage method's settings block as its last training stage has it; any other block as written."""
+    from samdg.models.methods import get_method, list_methods, resolve_settings
+
+    if block is None or method not in list_methods():
+        return block
+    try:
+        stages = get_method(method).training_stages(resolve_settings(method, block))
+    except SamdgError:  # a stale block: compared as written, so the difference names it
+        return block
+    return to_plain(stages[-1][1]) if len(stages) > 1 else block
 
 
 def plan_differences(trained: dict[str, Any], asked: dict[str, Any], prefix: str = "") -> list[str]:

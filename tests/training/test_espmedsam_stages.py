@@ -131,3 +131,19 @@ def test_distillation_encodes_each_slice_with_the_teacher_once(synthetic_dataset
     assert "embedding cache (memory)" in distill_log
     # The segmentation stage trains the encoder's controllers: no cache there, and no error either.
     assert "--embedding-cache memory: not in stage segment" in (fold_dir / "training_log.txt").read_text()
+
+
+def test_the_fold_model_of_stage_auto_is_the_segmentation_stage_model(synthetic_dataset):
+    """What a reuse check (samdg_benchmark) compares: `auto` ends in the segmentation stage's model."""
+    from samdg.planning.plans import apply_overrides
+    from samdg.training.config import model_defining_plan, plan_differences, plans_for_method
+
+    planned = plans_for_method(synthetic_dataset, "espmedsam", {})
+    assert planned.methods["espmedsam"]["stage"] == "auto"
+
+    def defining(stage):
+        return model_defining_plan(apply_overrides(planned, {"methods.espmedsam.stage": stage}), "espmedsam")
+
+    assert plan_differences(defining("segment"), defining("auto")) == []
+    assert plan_differences(defining("distill"), defining("auto")) == [
+        'methods.espmedsam.stage="distill" (asked "segment")']
