@@ -128,7 +128,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 
 def test_defaults_carry_the_released_recipe():
     settings = default_settings("dbsam")
-    assert settings["prompt"] == "none" and settings["channel_attention"] == "stage"
+    assert settings["prompt"] == "whole_image_box" and settings["channel_attention"] == "stage"
     setup = make_dbsam("tiny_vit_test").configure_optimizers(total_steps=100)
     group = setup.optimizer.param_groups[0]
     assert isinstance(setup.optimizer, torch.optim.AdamW) and group["weight_decay"] == 0.01
