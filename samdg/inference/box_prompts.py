@@ -80,11 +80,6 @@ class BoxPrompts:
 
     def check_cases(self, case_ids: Sequence[str], image_files: dict[str, Sequence[str]]) -> None:
         """Called before anything is predicted: a SamdgError for a case the source has no prompts for."""
-        missing = sorted(set(case_ids) - set(self.covered_cases()))
-        if missing:
-            raise SamdgError(f"no box prompts for case '{missing[0]}' ({self.identity})")
-
-    def covered_cases(self) -> Sequence[str]:
         raise NotImplementedError
 
     def boxes(self, case_id: str, properties: dict[str, Any], plans: Plans) -> np.ndarray:
@@ -109,7 +104,7 @@ class ReferenceBoxPrompts(BoxPrompts):
 
     def masks(self, case_id: str, properties: dict[str, Any]) -> np.ndarray:
         path = self.label_files[case_id]
-        label, geometry = read_label(path)
+        label, _ = read_label(path)
         expected = Geometry.from_dict(properties["geometry"]).canonical_shape
         if tuple(label.shape) != tuple(expected):
             raise SamdgError(f"{path}: reference label of shape {tuple(label.shape)} does not fit its image "
@@ -119,8 +114,10 @@ class ReferenceBoxPrompts(BoxPrompts):
     def inputs(self, case_id: str) -> list[str]:
         return [self.label_files[case_id]]
 
-    def covered_cases(self) -> Sequence[str]:
-        return list(self.label_files)
+    def check_cases(self, case_ids: Sequence[str], image_files: dict[str, Sequence[str]]) -> None:
+        missing = sorted(set(case_ids) - set(self.label_files))
+        if missing:
+            raise SamdgError(f"case '{missing[0]}': no reference label for its ground-truth box prompts")
 
 
 # ----------------------------------------------------------------------------------------------- the boxes file

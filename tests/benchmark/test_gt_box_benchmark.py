@@ -33,15 +33,15 @@ def test_gt_box_benchmark_of_sam_and_dbsam_is_labelled_oracle_and_empty_where_th
     printed = capsys.readouterr().out
     out = dataset["results"] / DATASET / "benchmark__sam+dbsam__single-source__gt-box"
     assert ORACLE_LABEL in printed
-    assert ORACLE_LABEL in (out / "comparison.md").read_text().splitlines()[0]
+    assert ORACLE_LABEL in (out / "comparison.md").read_text(encoding="utf-8").splitlines()[0]
     raw = dataset["raw"] / DATASET
     for method in ("sam", "dbsam"):
         folder = dataset["results"] / DATASET / f"benchmark__{method}__single-source__gt-box"
-        assert ORACLE_LABEL in (folder / "matrix.md").read_text().splitlines()[0]
-        result = json.loads((folder / "benchmark.json").read_text())
+        assert ORACLE_LABEL in (folder / "matrix.md").read_text(encoding="utf-8").splitlines()[0]
+        result = json.loads((folder / "benchmark.json").read_text(encoding="utf-8"))
         assert result["settings"]["prompt"] == "gt-box" and result["notes"][0].startswith("Prompts: " + ORACLE_LABEL)
         predictions = folder / "predictions" / "src-siteA"
-        assert json.loads((predictions / "prediction.json").read_text())["prompt"] == ORACLE_LABEL
+        assert json.loads((predictions / "prediction.json").read_text(encoding="utf-8"))["prompt"] == ORACLE_LABEL
         for case in ("synth_siteA_001", "synth_siteB_001"):
             predicted = np.asarray(nib.load(predictions / f"{case}.nii.gz").dataobj)
             reference = np.asarray(nib.load(raw / "labelsTs" / f"{case}.nii.gz").dataobj)
@@ -56,13 +56,13 @@ def test_gt_box_benchmark_of_sam_and_dbsam_is_labelled_oracle_and_empty_where_th
     # the trained models are the automatic ones: the automatic benchmark reuses them
     assert benchmark.main(["-m", "sam", *RUN[:-2]]) == 0
     automatic = json.loads((dataset["results"] / DATASET / "benchmark__sam__single-source" / "benchmark.json")
-                           .read_text())
+                           .read_text(encoding="utf-8"))
     assert [m["status"] for m in automatic["models"]] == ["reused"] and ORACLE_LABEL not in capsys.readouterr().out
 
 
 def _sliced_axis(prediction_dir, case) -> int:
     """The file axis of ``case`` along which the model's plan slices (canonical Z = RAS S)."""
-    plans = json.loads((prediction_dir / "plans.json").read_text())
+    plans = json.loads((prediction_dir / "plans.json").read_text(encoding="utf-8"))
     canonical = plans["transpose_forward"][0]
     image = prediction_dir / f"{case}.nii.gz"
     ornt = nib.orientations.io_orientation(nib.load(image).affine)

@@ -195,7 +195,7 @@ def test_predict_with_boxes_is_empty_wherever_a_class_has_no_box(session_roots, 
     assert not outside.any(), "slices without a box are empty"
     assert (np.take(predicted_a, middle, axis=axis) == 1).any(), "the box prompts its class"
     assert not np.asarray(nib.load(output / f"{case_b}.nii.gz").dataobj).any()
-    assert json.loads((output / "prediction.json").read_text())["prompt"] == "box prompts from a file"
+    assert json.loads((output / "prediction.json").read_text(encoding="utf-8"))["prompt"] == "box prompts from a file"
 
     code, err = _predict(argv, capsys)
     assert code == 0 and "0 case(s) predicted, 2 already done" in err
