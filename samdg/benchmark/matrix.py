@@ -118,12 +118,15 @@ def markdown(cells: pd.DataFrame, sources: Sequence[str], targets: Sequence[str]
     return "\n".join(lines)
 
 
-def write_matrix_csv(path: Path, cells: pd.DataFrame, sources: Sequence[str], targets: Sequence[str]) -> None:
-    """matrix.csv: for each metric, one row per source plus the mean row; columns metric, source, targets, mean."""
+def write_matrix_csv(path: Path, cells: pd.DataFrame, sources: Sequence[str], targets: Sequence[str],
+                     prompts: str = "automatic") -> None:
+    """matrix.csv: for each metric, one row per source plus the mean row; columns metric, source, targets, mean,
+    prompts (how the models were prompted, so that an oracle table stays labelled wherever it is copied)."""
     frames = []
     for metric in metrics_of(cells):
         frame = matrix_frame(cells, metric, sources, targets).reset_index()
         frame.insert(0, "metric", metric)
+        frame["prompts"] = prompts
         frames.append(frame)
     with atomic_path(path) as tmp:
         pd.concat(frames, ignore_index=True).to_csv(tmp, index=False, na_rep="NaN", float_format="%.6g")
@@ -165,14 +168,16 @@ def heatmap(path: Path, cells: pd.DataFrame, sources: Sequence[str], targets: Se
 
 
 def write_all(output_dir: Path, cells: pd.DataFrame, sources: Sequence[str], targets: Sequence[str], title: str,
-              notes: Sequence[str] = ()) -> dict[str, Path]:
-    """Write cells.csv, matrix.csv, matrix.md and matrix.png into ``output_dir``; return their paths by kind."""
+              notes: Sequence[str] = (), prompts: str = "automatic") -> dict[str, Path]:
+    """Write cells.csv, matrix.csv, matrix.md and matrix.png into ``output_dir``; return their paths by kind.
+    ``prompts`` (e.g. "ground-truth box prompts (oracle)") becomes a column of both CSV files."""
     make_folder(output_dir)
     files = {"cells": output_dir / "cells.csv", "csv": output_dir / "matrix.csv", "markdown": output_dir / "matrix.md",
              "heatmap": output_dir / "matrix.png"}
     with atomic_path(files["cells"]) as tmp:
-        cells.loc[:, list(CELL_COLUMNS)].to_csv(tmp, index=False, na_rep="NaN", float_format="%.6g")
-    write_matrix_csv(files["csv"], cells, sources, targets)
+        cells.loc[:, list(CELL_COLUMNS)].assign(prompts=prompts).to_csv(tmp, index=False, na_rep="NaN",
+                                                                         float_format="%.6g")
+    write_matrix_csv(files["csv"], cells, sources, targets, prompts)
     atomic_write_text(files["markdown"], markdown(cells, sources, targets, title, notes))
     heatmap(files["heatmap"], cells, sources, targets, title)
     return files

@@ -84,11 +84,16 @@ def benchmark_dir(dataset_name: str, method: str, protocol: str, prompt: str = "
     return results_dataset_dir(dataset_name) / f"benchmark__{method}__{protocol}{suffix}"
 
 
-def prompt_title(settings: BenchmarkSettings) -> str:
-    """What the tables' titles add for the prompt: nothing (automatic), or the oracle label."""
+def prompt_label(settings: BenchmarkSettings) -> str:
+    """How the benchmark's models are prompted: "automatic", or the oracle label (the CSV files' prompts column)."""
     from samdg.inference.box_prompts import ORACLE_LABEL
 
-    return f", {ORACLE_LABEL}" if settings.prompt == "gt-box" else ""
+    return ORACLE_LABEL if settings.prompt == "gt-box" else "automatic"
+
+
+def prompt_title(settings: BenchmarkSettings) -> str:
+    """What the tables' titles add for the prompt: nothing (automatic), or the oracle label."""
+    return "" if settings.prompt != "gt-box" else f", {prompt_label(settings)}"
 
 
 def ensure_trained(settings: BenchmarkSettings, dataset_name: str, plan: ModelPlan,
@@ -286,7 +291,7 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
         notes.append("The papers' averaging (each model's unseen-site cases pooled, then the mean over models): "
                      + ", ".join(f"{metric} {value:.3f}" for metric, value in pooled_means.items()) + ".")
     title = f"{dataset_name}: {settings.method}, {settings.protocol}{preset}{prompt_title(settings)}"
-    files = matrix.write_all(output_dir, cells_frame, rows, targets, title, notes)
+    files = matrix.write_all(output_dir, cells_frame, rows, targets, title, notes, prompts=prompt_label(settings))
     overlay_files = overlays.write_overlays(case_results, output_dir / "overlays")
     headline = {}
     for metric in matrix.metrics_of(cells_frame):

@@ -41,7 +41,7 @@ def test_single_source_benchmark_writes_the_matrix_and_overlays_then_reuses_ever
     assert [m["training_domains"] for m in result["models"]] == [["siteA"], ["siteB"]]
 
     matrix = pd.read_csv(out / "matrix.csv")
-    assert list(matrix.columns) == ["metric", "source", "siteA", "siteB", ROW_MEAN]
+    assert list(matrix.columns) == ["metric", "source", "siteA", "siteB", ROW_MEAN, "prompts"]
     assert list(zip(matrix["metric"], matrix["source"])) == [
         (m, s) for m in ("dice", "hd95_mm") for s in ("siteA", "siteB", COLUMN_MEAN)]
     dice = matrix[matrix["metric"] == "dice"].set_index("source")

@@ -6,6 +6,7 @@ import json
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 
 from samdg.cli import benchmark
@@ -38,6 +39,8 @@ def test_gt_box_benchmark_of_sam_and_dbsam_is_labelled_oracle_and_empty_where_th
     for method in ("sam", "dbsam"):
         folder = dataset["results"] / DATASET / f"benchmark__{method}__single-source__gt-box"
         assert ORACLE_LABEL in (folder / "matrix.md").read_text(encoding="utf-8").splitlines()[0]
+        for table in ("matrix.csv", "cells.csv"):  # a CSV copied out of the folder still says it is the oracle
+            assert set(pd.read_csv(folder / table)["prompts"]) == {ORACLE_LABEL}, table
         result = json.loads((folder / "benchmark.json").read_text(encoding="utf-8"))
         assert result["settings"]["prompt"] == "gt-box" and result["notes"][0].startswith("Prompts: " + ORACLE_LABEL)
         predictions = folder / "predictions" / "src-siteA"
@@ -58,6 +61,8 @@ def test_gt_box_benchmark_of_sam_and_dbsam_is_labelled_oracle_and_empty_where_th
     automatic = json.loads((dataset["results"] / DATASET / "benchmark__sam__single-source" / "benchmark.json")
                            .read_text(encoding="utf-8"))
     assert [m["status"] for m in automatic["models"]] == ["reused"] and ORACLE_LABEL not in capsys.readouterr().out
+    automatic_csv = pd.read_csv(dataset["results"] / DATASET / "benchmark__sam__single-source" / "matrix.csv")
+    assert set(automatic_csv["prompts"]) == {"automatic"}
 
 
 def _sliced_axis(prediction_dir, case) -> int:
