@@ -196,6 +196,7 @@ class Trainer:
         shapes = dict(encoder.feature_shapes())
         size = encoder.config.embedding_size
         shapes.setdefault("embedding", (256, size, size))
+        shapes = self.method.cached_feature_shapes(shapes)
         per_slice = sum(2 * int(np.prod(shapes[name])) for name in ("embedding", *names))
         where = "RAM of each training process" if mode == "memory" else "disk"
         what = f"embedding cache ({mode}): {', '.join(('embedding', *names))}; {per_slice / 2**20:.2f} MiB per slice"

@@ -128,7 +128,8 @@ def test_distillation_encodes_each_slice_with_the_teacher_once(synthetic_dataset
     fold_dir = fold_dir_of(samdg_roots, synthetic_dataset)
     distill_log = (fold_dir / "distill" / "training_log.txt").read_text()
     assert "imitates the medical teacher (tiny_vit_test with its 2 controller(s)" in distill_log
-    assert "embedding cache (memory)" in distill_log
+    # Announced before it is built: one float16 embedding (256 x 16 x 16 on the tiny grid) per controller per slice.
+    assert f"embedding cache (memory): embedding; {2 * 256 * 16 * 16 * 2 / 2**20:.2f} MiB per slice" in distill_log
     # The segmentation stage trains the encoder's controllers: no cache there, and no error either.
     assert "--embedding-cache memory: not in stage segment" in (fold_dir / "training_log.txt").read_text()
 

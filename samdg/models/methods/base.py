@@ -172,6 +172,11 @@ class SegmentationMethod(nn.Module):
         distillation stage may cache its frozen teacher's embedding instead)."""
         return self.encode(images)
 
+    def cached_feature_shapes(self, shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+        """Per-slice shapes (C,H,W) of what :meth:`encode_for_cache` stores, given the encoder's own ``shapes``
+        (``embedding`` and its taps): unchanged by default; used to announce the cache's size before it is built."""
+        return shapes
+
     def cache_identity(self) -> dict[str, Any]:
         """Entries that replace or extend the cache key's description of the encoder (``variant``,
         ``checkpoint``: a path, ...) when :meth:`encode_for_cache` runs another encoder than the plan's."""

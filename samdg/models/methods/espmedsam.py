@@ -289,6 +289,14 @@ class ESPMedSAM(FrozenSamMethod):
             raise RuntimeError(f"espmedsam caches nothing in the {self.stage} stage")
         return {"embedding": self.teachers["teacher"].per_controller(self.encoder_input(images))}
 
+    def cached_feature_shapes(self, shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+        """Distill stage with a medical teacher: M embeddings per slice (one per controller), (M*256,E,E)."""
+        teacher = self.teachers["teacher"] if self.distilling else None
+        if teacher is None or not teacher.is_medical:
+            return shapes
+        channels, height, width = shapes["embedding"]
+        return {**shapes, "embedding": (teacher.num_controllers * channels, height, width)}
+
     def cache_identity(self) -> dict[str, Any]:
         """The teacher (variant and weights file, or the teacher stage's checkpoint), the encoder input convention
         and the student's grid: the cached teacher embeddings depend on all of them."""
