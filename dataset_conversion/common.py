@@ -236,6 +236,20 @@ def write_png(destination: Path, pixels: np.ndarray) -> None:
         Image.fromarray(pixels).save(tmp, format="PNG")
 
 
+def convert_fundus_pair(image: Path, mask: Path, image_out: Path, label_out: Path,
+                        label_map: Callable[[np.ndarray], np.ndarray]) -> None:
+    """One fundus photograph -> RGB PNG and its rater mask -> PNG label map (``label_map``: (Y,X) uint8 grey mask
+    -> (Y,X) uint8 labels, the dataset's own coding); a pair already written is skipped (resume)."""
+    if image_out.is_file() and label_out.is_file():
+        return
+    pixels, mask_pixels = read_rgb(image), read_grey(mask)
+    if mask_pixels.shape != pixels.shape[:2]:
+        raise SamdgError(f"{mask}: size {mask_pixels.shape[::-1]} differs from its photograph {image.name} "
+                         f"{pixels.shape[1::-1]}")
+    write_png(image_out, pixels)
+    write_png(label_out, label_map(mask_pixels))
+
+
 def write_dataset_json(target: Path, converted_by: str, *, channel_names: dict, labels: dict, file_ending: str,
                        domains: dict[str, str], num_training: int, **extra) -> dict:
     """Write ``dataset.json`` (last: it marks a finished conversion) and return it.

@@ -35,15 +35,13 @@ from dataset_conversion.common import (
     FUNDUS_REGIONS_CLASS_ORDER,
     RGB_CHANNEL_NAMES,
     check_entries,
+    convert_fundus_pair,
     converter_parser,
     domain_table,
     list_files,
     prepare_target,
-    read_grey,
-    read_rgb,
     require,
     write_dataset_json,
-    write_png,
 )
 from samdg.cli.common import entry_point
 from samdg.errors import SamdgError
@@ -95,15 +93,7 @@ def label_map(mask: np.ndarray) -> np.ndarray:
 
 def _convert_case(job: tuple[str, str, str, str]) -> None:
     """A process-pool job: one fundus ROI -> RGB PNG, its mask -> PNG label map."""
-    image, mask, image_out, label_out = (Path(p) for p in job)
-    if image_out.is_file() and label_out.is_file():
-        return
-    pixels, mask_pixels = read_rgb(image), read_grey(mask)
-    if mask_pixels.shape != pixels.shape[:2]:
-        raise SamdgError(f"{mask}: size {mask_pixels.shape[::-1]} differs from its image {image} "
-                         f"{pixels.shape[1::-1]}")
-    write_png(image_out, pixels)
-    write_png(label_out, label_map(mask_pixels))
+    convert_fundus_pair(*(Path(p) for p in job), label_map=label_map)
 
 
 def convert_dofe(source_folder: str | Path, dataset_id: int = DEFAULT_ID, num_processes: int = 1) -> Path:
