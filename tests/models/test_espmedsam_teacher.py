@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from samdg.labels import LabelSpec
 from samdg.models.backbones import build_sam
@@ -80,3 +81,86 @@ def test_without_a_teacher_stage_the_distillation_teacher_stays_plain(tmp_path):
     student = build("distill")
     lines = student.load_teachers(tmp_path / "distill")
     assert "no medical teacher" in lines[0] and not student.teacher_modules()["teacher"].is_medical
+
+
+def _distill_with_medical_teacher(tmp_path, **settings):
+    """A distill-stage student (aggregator training) whose medical teacher holds trained controllers; also returns
+    the teacher stage's model."""
+    trained = build("teacher", seed=1)
+    for module in trained.controller_modules:
+        for parameter in module.parameters():
+            torch.nn.init.normal_(parameter, std=0.5)
+    (tmp_path / "teacher").mkdir(exist_ok=True)
+    torch.save({"method_settings": {**DOMAINS, "stage": "teacher"}, "model_state": trained.state_dict()},
+               tmp_path / "teacher" / "checkpoint_final.pth")
+    torch.manual_seed(0)
+    student = build_method("espmedsam", build_sam("tiny_tinyvit_test", pretrained=False),
+                           {**DOMAINS, "stage": "distill", "train_aggregator": True, **settings}, SPEC)
+    student.load_teachers(tmp_path / "distill")
+    return student, trained
+
+
+def _plain_encoder(variant: str, state: dict) -> torch.nn.Module:
+    """``variant``'s encoder with the encoder weights of ``state`` and no controller slots filled."""
+    encoder = build_sam(variant, pretrained=False).image_encoder
+    result = encoder.load_state_dict({k: v for k, v in state.items() if "kv_prompt" not in k
+                                      and "parallel_mlp" not in k}, strict=False)
+    assert not result.missing_keys and not result.unexpected_keys
+    return encoder.eval()
+
+
+def test_the_distillation_loss_adds_the_weighted_common_knowledge_term(tmp_path):
+    weight = 0.5
+    without, _ = _distill_with_medical_teacher(tmp_path, common_knowledge_weight=0.0)
+    student, trained = _distill_with_medical_teacher(tmp_path, common_knowledge_weight=weight)
+    size = student.image_encoder.config.input_size
+    torch.manual_seed(3)
+    batch = {"image": torch.rand(2, 3, size, size), "domain": ["siteA", "siteB"],
+             "target": torch.zeros(2, size, size, dtype=torch.long)}
+
+    outputs = without(batch)
+    loss, parts = without.loss(outputs, batch)
+    assert "common_mse" not in parts  # weight 0: the domain-knowledge MSE alone, as before
+    assert torch.allclose(loss, F.mse_loss(outputs["embedding"], outputs["teacher_embedding"]))
+
+    outputs = student(batch)
+    loss, parts = student.loss(outputs, batch)
+    domain = F.mse_loss(outputs["embedding"], outputs["teacher_embedding"])
+    # The common-knowledge pair, computed independently: both encoders with their controller slots empty.
+    with torch.no_grad():
+        student_encoder = {k[len("image_encoder."):]: v for k, v in student.state_dict().items()
+                           if k.startswith("image_encoder.")}
+        aggregator, _ = _plain_encoder("tiny_tinyvit_test", student_encoder).forward_features(batch["image"])
+        teacher_plain, _ = _plain_encoder("tiny_vit_test", trained.image_encoder.state_dict()).forward_features(
+            F.interpolate(batch["image"], size=(trained.image_encoder.config.input_size,) * 2, mode="bilinear",
+                          align_corners=False))
+        grid = student.image_encoder.config.embedding_size
+        teacher_plain = F.interpolate(teacher_plain, size=(grid, grid), mode="bilinear", align_corners=False)
+    common = F.mse_loss(aggregator, teacher_plain)
+    assert common > 0
+    assert torch.allclose(loss, domain + weight * common, rtol=1e-4)
+    assert parts["common_mse"] == pytest.approx(float(common), rel=1e-4)
+    # The pair runs without controllers (no gradient reaches them) and trains the aggregator; the slots are back.
+    F.mse_loss(outputs["aggregator_embedding"], outputs["plain_teacher_embedding"]).backward()
+    controller_ids = {id(p) for m in student.controller_modules for p in m.parameters()}
+    assert all(p.grad is None for m in student.controller_modules for p in m.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.image_encoder.parameters()
+               if id(p) not in controller_ids)
+    assert all(a.kv_prompt is not None for _, a in student.image_encoder.attention_modules())
+
+
+def test_the_cache_holds_the_plain_teacher_beside_the_per_controller_embeddings(tmp_path):
+    student, _ = _distill_with_medical_teacher(tmp_path)
+    assert student.cacheable_features() == ("teacher_plain",)
+    size = student.image_encoder.config.input_size
+    images = torch.rand(2, 3, size, size)
+    with torch.no_grad():
+        cached = student.encode_for_cache(images)
+        live = student.common_knowledge_pair(images)["plain_teacher_embedding"]
+        from_cache = student.common_knowledge_pair(images, cached)["plain_teacher_embedding"]
+    grid = student.image_encoder.config.embedding_size
+    shapes = student.cached_feature_shapes({"embedding": (256, grid, grid)})
+    assert {name: tuple(t.shape[1:]) for name, t in cached.items()} == shapes
+    assert torch.allclose(from_cache, live)
+    frozen, _ = _distill_with_medical_teacher(tmp_path, train_aggregator=False)  # the term has nothing to train
+    assert frozen.cacheable_features() == () and "teacher_plain" not in frozen.encode_for_cache(images)

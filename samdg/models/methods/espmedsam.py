@@ -21,7 +21,9 @@ Reproduced:
   ``teacher`` (the medical teacher: the teacher encoder with its own controllers, SPPG and QDMD, trained on the
   segmentation; with ``medical_teacher``), ``distill`` (the released recipe: MSE between the student's embedding and
   the frozen teacher's, image i under controller k of both, only the controllers train, Adam 5e-4, ExponentialLR
-  0.98 per epoch; the teacher's embeddings go through the embedding cache) and ``segment`` (Dice + BCE +
+  0.98 per epoch; the teacher's embeddings go through the embedding cache; with ``train_aggregator`` plus the
+  paper's common-knowledge term, ``common_knowledge_weight`` x MSE between the aggregator run without controllers
+  and the teacher encoder without controllers) and ``segment`` (Dice + BCE +
   ``sppg_weight`` x SPPG BCE). A finished earlier stage of the same plan is reused; ``--stage`` trains one stage.
   The teacher (``teacher_variant``) is chosen by the planner (:mod:`samdg.planning.distillation`).
 
@@ -61,7 +63,7 @@ from samdg.models.backbones.intensity import SAM_PIXEL_MEAN
 from samdg.models.layers.esp_controller import WEIGHTS_KEY, install_controllers
 from samdg.models.layers.esp_qdmd import QueryDecoupledDecoder
 from samdg.models.layers.esp_sppg import SelfPatchPromptGenerator, patch_targets
-from samdg.models.layers.esp_teacher import DistillationTeacher
+from samdg.models.layers.esp_teacher import DistillationTeacher, controllers_detached
 from samdg.models.methods.base import FrozenSamMethod, unique_parameters
 from samdg.models.methods.losses import dice_bce_loss
 from samdg.models.methods.optimization import OptimizerSetup
@@ -72,6 +74,7 @@ from samdg.utils.schema import doc_field as _doc
 ControllerKey = Literal["modality", "domain", "single"]
 DISTILL_FOLDER = "distill"
 TEACHER_FOLDER = "teacher"
+PLAIN_TEACHER_KEY = "teacher_plain"  # cached embedding of the medical teacher without controllers
 MASK_ONLY_FLIP_PROBABILITY = 0.1  # the released loader's horizontal flip probability
 
 
@@ -107,6 +110,11 @@ class ESPMedSAMSettings(SamMethodSettings):
     teacher_variant: str = _doc("distillation teacher: a registered variant with weights (the planner picks the "
                                 "largest ViT whose checkpoint is in the weights folder); \"\" = the student's own "
                                 "aggregator as built (the common-knowledge term is then a no-op)", default="")
+    common_knowledge_weight: float = _doc(
+        "distill stage: weight of MMDKD's common-knowledge term, MSE between the aggregator without controllers and "
+        "the teacher encoder without controllers, added to the domain-knowledge MSE; it has trainable parameters "
+        "only with `train_aggregator`, so only then is it computed (by default, a frozen aggregator, the loss is "
+        "the domain-knowledge term alone)", default=1.0, minimum=0)
     distill_lr: float = _doc("Adam learning rate of the distillation stage", default=5e-4, exclusive_minimum=0)
     distill_gamma: float = _doc("ExponentialLR factor per epoch in the distillation stage", default=0.98,
                                 exclusive_minimum=0, maximum=1)
@@ -276,26 +284,49 @@ class ESPMedSAM(FrozenSamMethod):
 
     # --- encoder and decoder -------------------------------------------------------------------------------------
 
+    @property
+    def common_knowledge(self) -> bool:
+        """Whether the distill stage computes MMDKD's common-knowledge term: a positive weight and a training
+        aggregator (with a frozen one the term is a constant)."""
+        return self.distilling and self.settings.train_aggregator and self.settings.common_knowledge_weight > 0
+
+    @property
+    def caches_plain_teacher(self) -> bool:
+        """A medical teacher's plain embedding is cached beside its per-controller ones when the common-knowledge
+        term needs it (a plain teacher's one embedding serves both terms)."""
+        return self.common_knowledge and self.teachers["teacher"].is_medical
+
     def cacheable_features(self) -> tuple[str, ...] | None:
         """Distill stage: the frozen teacher's embeddings (see :meth:`encode_for_cache`); the other stages: nothing
         (the controllers inside the encoder train)."""
-        return () if self.distilling else None
+        if not self.distilling:
+            return None
+        return (PLAIN_TEACHER_KEY,) if self.caches_plain_teacher else ()
 
     def encode_for_cache(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Distill stage: {"embedding": the teacher's embeddings at the student's grid}, (B,256,E,E) from a plain
         teacher, (B,M*256,E,E) from a medical one (one per controller: a slice is cached once whichever controller
-        picks it)."""
+        picks it); plus {"teacher_plain": (B,256,E,E)}, the medical teacher without controllers, when the
+        common-knowledge term needs it."""
         if not self.distilling:
             raise RuntimeError(f"espmedsam caches nothing in the {self.stage} stage")
-        return {"embedding": self.teachers["teacher"].per_controller(self.encoder_input(images))}
+        teacher, images = self.teachers["teacher"], self.encoder_input(images)
+        features = {"embedding": teacher.per_controller(images)}
+        if self.caches_plain_teacher:
+            features[PLAIN_TEACHER_KEY] = teacher.plain(images)
+        return features
 
     def cached_feature_shapes(self, shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
-        """Distill stage with a medical teacher: M embeddings per slice (one per controller), (M*256,E,E)."""
+        """Distill stage with a medical teacher: M embeddings per slice (one per controller), (M*256,E,E), and the
+        plain one (256,E,E) when the common-knowledge term needs it."""
         teacher = self.teachers["teacher"] if self.distilling else None
         if teacher is None or not teacher.is_medical:
             return shapes
         channels, height, width = shapes["embedding"]
-        return {**shapes, "embedding": (teacher.num_controllers * channels, height, width)}
+        shapes = {**shapes, "embedding": (teacher.num_controllers * channels, height, width)}
+        if self.caches_plain_teacher:
+            shapes[PLAIN_TEACHER_KEY] = (channels, height, width)
+        return shapes
 
     def cache_identity(self) -> dict[str, Any]:
         """The teacher (variant and weights file, or the teacher stage's checkpoint), the encoder input convention
@@ -353,7 +384,10 @@ class ESPMedSAM(FrozenSamMethod):
                 teacher = self.teacher_embedding(batch["image"], self._encoder_weights(features[WEIGHTS_KEY]),
                                                  batch.get("features"))
                 logits = self.decode(features)
-            return {"logits": logits, "embedding": features["embedding"], "teacher_embedding": teacher}
+            outputs = {"logits": logits, "embedding": features["embedding"], "teacher_embedding": teacher}
+            if self.common_knowledge:
+                outputs.update(self.common_knowledge_pair(batch["image"], batch.get("features")))
+            return outputs
         logits, patch_logits = self.decode_all(features)
         return {"logits": logits, "patch_logits": patch_logits}
 
@@ -366,12 +400,35 @@ class ESPMedSAM(FrozenSamMethod):
             return teacher(self.encoder_input(images), weights)
         return teacher.pick(cached["embedding"], weights) if teacher.is_medical else cached["embedding"]
 
+    def common_knowledge_pair(self, images: torch.Tensor,
+                              cached: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The common-knowledge term's pair for (B,3,S,S) images: {"aggregator_embedding": the student's aggregator
+        without controllers, "plain_teacher_embedding": the frozen teacher without controllers}, both (B,256,E,E)
+        (the teacher's from the cache when given)."""
+        teacher = self.teachers["teacher"]
+        size = int(self.image_encoder.config.input_size)
+        student_images = images
+        if images.shape[-1] != size:
+            student_images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+        with controllers_detached(self.image_encoder):
+            aggregator, _ = self.image_encoder.forward_features(self.encoder_input(student_images))
+        with torch.no_grad():
+            if cached is None:
+                target = teacher.plain(self.encoder_input(images))
+            else:
+                target = cached[PLAIN_TEACHER_KEY] if teacher.is_medical else cached["embedding"]
+        return {"aggregator_embedding": aggregator, "plain_teacher_embedding": target}
+
     # --- losses --------------------------------------------------------------------------------------------------
 
     def loss(self, outputs: dict, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         if self.distilling:
             mse = F.mse_loss(outputs["embedding"].float(), outputs["teacher_embedding"].float())
-            return mse, {"distill_mse": float(mse.detach())}
+            if "aggregator_embedding" not in outputs:
+                return mse, {"distill_mse": float(mse.detach())}
+            common = F.mse_loss(outputs["aggregator_embedding"].float(), outputs["plain_teacher_embedding"].float())
+            total = mse + self.settings.common_knowledge_weight * common
+            return total, {"distill_mse": float(mse.detach()), "common_mse": float(common.detach())}
         target = batch["target"]
         if self.settings.mask_only_flip and self.training:
             flip = torch.rand(target.shape[0], device=target.device) < MASK_ONLY_FLIP_PROBABILITY
