@@ -1,4 +1,5 @@
-"""The planner's augmentation for cross-domain training: a DG preset, recorded as a decision; overrides win."""
+"""The planner's augmentation for cross-domain training: the measured best preset, recorded as a decision with
+the measurement; overrides win."""
 
 from __future__ import annotations
 
@@ -17,14 +18,21 @@ def test_training_on_every_domain_keeps_the_default_and_says_what_cross_domain_r
     assert f"uses {CROSS_DOMAIN_AUGMENTATION} instead" in plans.decision("training.augmentation").reason
 
 
-def test_cross_domain_run_gets_the_dg_preset_with_its_reason():
-    assert CROSS_DOMAIN_AUGMENTATION.startswith("dg_")
+def test_cross_domain_run_gets_the_measured_preset_with_its_reason():
     plans = choose_cross_domain_augmentation(_plans(), ["siteA"], {})
     assert plans.training.augmentation == CROSS_DOMAIN_AUGMENTATION
     decision = plans.decision("training.augmentation")
     assert decision.value == CROSS_DOMAIN_AUGMENTATION
     assert "cross-domain training run (source domains siteA)" in decision.reason
-    assert "provisional, not yet measured" in decision.reason
+    assert "best preset on unseen sites" in decision.reason and "cross-domain Dice" in decision.reason
+    assert "provisional" not in decision.reason
+
+
+def test_the_cross_domain_reason_is_recorded_even_when_the_plan_already_has_that_preset():
+    plans = _plans()
+    plans.training.augmentation = CROSS_DOMAIN_AUGMENTATION
+    decision = choose_cross_domain_augmentation(plans, ["siteB"], {}).decision("training.augmentation")
+    assert "cross-domain training run (source domains siteB)" in decision.reason
 
 
 def test_an_augmentation_override_wins_over_the_cross_domain_choice():

@@ -138,6 +138,7 @@ def test_benchmark_reuses_a_cross_domain_model_trained_with_the_planner_default(
     from samdg.benchmark.protocols import ModelPlan
     from samdg.benchmark.runner import BenchmarkSettings, _reuse_note
     from samdg.errors import SamdgError
+    from samdg.planning.planner import CROSS_DOMAIN_AUGMENTATION
     from samdg.training import train
 
     fold_dir = train(quick_args(fold="all", source_domains=["siteA"], overrides={}, epochs=1, iters_per_epoch=1,
@@ -145,6 +146,7 @@ def test_benchmark_reuses_a_cross_domain_model_trained_with_the_planner_default(
     plan = ModelPlan("siteA", ("siteA",))
     settings = BenchmarkSettings(dataset=synthetic_dataset, method="sam", protocol="single-source")
     assert _reuse_note(fold_dir, settings, synthetic_dataset, plan) == ""  # the plan the benchmark would train
-    settings.overrides = {"training.augmentation": "default"}
-    with pytest.raises(SamdgError, match='training.augmentation="dg_all" \\(asked "default"\\)'):
+    other = "dg_strong" if CROSS_DOMAIN_AUGMENTATION != "dg_strong" else "default"
+    settings.overrides = {"training.augmentation": other}
+    with pytest.raises(SamdgError, match=f'training.augmentation="{CROSS_DOMAIN_AUGMENTATION}" \\(asked "{other}"\\)'):
         _reuse_note(fold_dir, settings, synthetic_dataset, plan)
