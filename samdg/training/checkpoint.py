@@ -19,8 +19,9 @@ key                   content
 ``rng_states``        per process (rank order): Python, numpy, torch (and CUDA) generator states at the end
                       of that epoch
 ``log``               the training log lines and per-epoch metric records (restored on ``--c``)
-``best_ema_dice``,    model-selection state
-``ema_dice``
+``best_ema_dice``,    model-selection state (``best_val_loss``: the lowest validation loss, for a method stage
+``ema_dice``,         that selects by it; infinite otherwise)
+``best_val_loss``
 ``training_args``     the resolved training configuration
 ====================  ===================================================================================
 

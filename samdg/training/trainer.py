@@ -2,8 +2,9 @@
 
 One epoch = ``iters_per_epoch`` optimiser steps on batches from :mod:`samdg.training.loader`, then slice-level
 validation; at the end of every epoch ``checkpoint_latest.pth`` is written (so a killed run loses at most the
-running epoch) and ``checkpoint_best.pth`` when the EMA of the validation Dice improves. After the last epoch:
-``checkpoint_final.pth`` and whole-volume validation of the fold's validation cases.
+running epoch) and ``checkpoint_best.pth`` when the EMA of the validation Dice improves (or, for a method stage that
+asks for it, :meth:`SegmentationMethod.validation_loss_selects_best`, when the validation loss falls). After the last
+epoch: ``checkpoint_final.pth`` and whole-volume validation of the fold's validation cases.
 
 Precision: bf16 autocast on CUDA, fp32 on the CPU. The loop calls, per iteration::
 
@@ -146,6 +147,7 @@ class Trainer:
         self.resumed_epoch = -1
         self.ema_dice: float | None = None
         self.best_ema_dice = -math.inf
+        self.best_val_loss = math.inf
 
     # ------------------------------------------------------------------------------------------ components
 
@@ -292,8 +294,25 @@ class Trainer:
         all_reduce_sum(confusion, self.context)
         return dice_per_class(confusion, self.label_spec)
 
+    @torch.no_grad()
+    def validation_loss(self) -> float | None:
+        """Mean method loss on the fixed validation batches (over all processes), when the method selects its best
+        checkpoint by it; else None."""
+        if not self.method.validation_loss_selects_best():
+            return None
+        totals = torch.zeros(2, dtype=torch.float64)  # loss sum, batches
+        self.val_indices.set_epoch(0)
+        with evaluating(self.method):
+            for batch in self.val_loader:
+                batch = self.prepare(batch)
+                with self.autocast():
+                    loss, _ = self.method.loss(self.method(batch), batch)
+                totals += torch.tensor([float(loss), 1.0], dtype=torch.float64)
+        all_reduce_sum(totals, self.context)
+        return float(totals[0] / totals[1])
+
     def end_epoch(self, epoch: int, train: dict[str, float], val_dice: dict[str, float], seconds: float,
-                  train_seconds: float) -> None:
+                  train_seconds: float, val_loss: float | None = None) -> None:
         mean_dice = nan_mean(val_dice.values())
         if not math.isnan(mean_dice):
             previous = mean_dice if self.ema_dice is None else self.ema_dice
@@ -304,11 +323,18 @@ class Trainer:
                   "val_dice": val_dice, "val_mean_dice": mean_dice, "ema_dice": self.ema_dice,
                   "lr": self.optimizer.param_groups[0]["lr"], "epoch_seconds": round(seconds, 3),
                   "slices_per_second": round(slices / max(train_seconds, 1e-9), 3)}
+        if val_loss is not None:
+            record["val_loss"] = val_loss
         if self.device.type == "cuda":
             record["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 3)
-        improved = self.ema_dice is not None and self.ema_dice > self.best_ema_dice
-        if improved:
-            self.best_ema_dice = self.ema_dice
+        if val_loss is None:
+            improved = self.ema_dice is not None and self.ema_dice > self.best_ema_dice
+            if improved:
+                self.best_ema_dice = self.ema_dice
+        else:
+            improved = val_loss < self.best_val_loss
+            if improved:
+                self.best_val_loss = val_loss
         rng_states = gather_objects(ckpt.capture_rng_state(), self.context)  # every rank's generators
         if self.context.is_main:
             self.record.add_epoch(record)
@@ -316,9 +342,11 @@ class Trainer:
             self.record.log(f"epoch {self.epoch}/{self.run.epochs}: train loss {train['loss']:.4f} "
                             f"({', '.join(f'{k} {v:.4f}' for k, v in train.items() if k != 'loss')}); "
                             f"val Dice (slices) {dice_text}; EMA {_rounded(self.ema_dice)}; "
+                            + (f"val loss {val_loss:.6g}; " if val_loss is not None else "") +
                             f"lr {record['lr']:.3g}; {seconds:.1f} s, {record['slices_per_second']:.1f} slices/s")
             if improved:
-                self.record.log(f"new best EMA Dice {self.ema_dice:.4f}: checkpoint_best.pth updated")
+                self.record.log((f"new best EMA Dice {self.ema_dice:.4f}" if val_loss is None else
+                                 f"new best validation loss {val_loss:.6g}") + ": checkpoint_best.pth updated")
             state = self.state_dict(rng_states)
             ckpt.save_checkpoint(self.output_dir / "checkpoint_latest.pth", state)
             if improved:
@@ -350,6 +378,7 @@ class Trainer:
             "log": self.record.state(),
             "ema_dice": self.ema_dice,
             "best_ema_dice": self.best_ema_dice,
+            "best_val_loss": self.best_val_loss,
             "training_args": self.run.args.to_dict(),
         }
 
@@ -373,6 +402,7 @@ class Trainer:
         self.epoch = self.resumed_epoch = int(state["epoch"])
         self.ema_dice = state["ema_dice"]
         self.best_ema_dice = state["best_ema_dice"]
+        self.best_val_loss = state.get("best_val_loss", math.inf)  # absent from checkpoints before it existed
         self.record.restore(state["log"])
         rng_states = state["rng_states"]
         if len(rng_states) == self.context.world_size:
@@ -471,8 +501,8 @@ class Trainer:
             started = time.perf_counter()
             train = self.train_epoch(epoch)
             train_seconds = time.perf_counter() - started
-            val_dice = self.validate_epoch()
-            self.end_epoch(epoch, train, val_dice, time.perf_counter() - started, train_seconds)
+            val_dice, val_loss = self.validate_epoch(), self.validation_loss()
+            self.end_epoch(epoch, train, val_dice, time.perf_counter() - started, train_seconds, val_loss)
         return self.finish()
 
     def finish(self) -> Path | None:

@@ -134,6 +134,26 @@ def test_distillation_encodes_each_slice_with_the_teacher_once(synthetic_dataset
     assert "--embedding-cache memory: not in stage segment" in (fold_dir / "training_log.txt").read_text()
 
 
+def test_distillation_with_the_common_knowledge_term_caches_the_plain_teacher(synthetic_dataset, samdg_roots, quick):
+    """With a training aggregator the distillation adds MMDKD's common-knowledge term; its target, the medical
+    teacher without controllers, is cached beside the per-controller embeddings (and announced); the validation
+    distillation loss selects checkpoint_best.pth."""
+    overrides = {"training.augmentation": "none", "methods.espmedsam.teacher_variant": "tiny_vit_test",
+                 "methods.espmedsam.controller_key": "domain", "methods.espmedsam.train_aggregator": True,
+                 "methods.espmedsam.stage": "distill"}
+    train(quick(epochs=1, overrides={**overrides, "methods.espmedsam.stage": "teacher"}))
+    train(quick(epochs=2, embedding_cache="memory", overrides=overrides))
+    distill_dir = fold_dir_of(samdg_roots, synthetic_dataset) / "distill"
+    log = (distill_dir / "training_log.txt").read_text()
+    assert "imitates the medical teacher" in log
+    # Per slice: 2 controllers' embeddings and the plain one, float16, 256 x 16 x 16 each.
+    assert (f"embedding cache (memory): embedding, teacher_plain; {3 * 256 * 16 * 16 * 2 / 2**20:.2f} MiB per slice"
+            in log)
+    epochs = [json.loads(line) for line in (distill_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(epoch["train_common_mse"] > 0 for epoch in epochs)
+    assert "new best validation loss" in log
+
+
 def test_the_fold_model_of_stage_auto_is_the_segmentation_stage_model(synthetic_dataset):
     """What a reuse check (samdg_benchmark) compares: `auto` ends in the segmentation stage's model."""
     from samdg.planning.plans import apply_overrides

@@ -153,6 +153,12 @@ class SegmentationMethod(nn.Module):
         """Optimiser and schedule for ``total_steps`` optimiser steps (default: AdamW + warm-up + poly, one group)."""
         return warmup_poly_adamw([{"params": self.trainable_parameters()}], self.settings, total_steps)
 
+    def validation_loss_selects_best(self) -> bool:
+        """True: ``checkpoint_best.pth`` keeps the epoch with the lowest validation loss (:meth:`loss` of
+        :meth:`forward` on the per-epoch validation batches, in eval mode) instead of the highest EMA of the
+        validation Dice; for a stage whose Dice means nothing (a distillation stage, whose decoder does not train)."""
+        return False
+
     # --- encoder outputs and the embedding cache -----------------------------------------------------------------
 
     def cacheable_features(self) -> tuple[str, ...] | None:

@@ -23,7 +23,8 @@ Reproduced:
   the frozen teacher's, image i under controller k of both, only the controllers train, Adam 5e-4, ExponentialLR
   0.98 per epoch; the teacher's embeddings go through the embedding cache; with ``train_aggregator`` plus the
   paper's common-knowledge term, ``common_knowledge_weight`` x MSE between the aggregator run without controllers
-  and the teacher encoder without controllers) and ``segment`` (Dice + BCE +
+  and the teacher encoder without controllers; ``checkpoint_best.pth`` by the lowest validation distillation loss,
+  as released, and the segment stage starts from it) and ``segment`` (Dice + BCE +
   ``sppg_weight`` x SPPG BCE). A finished earlier stage of the same plan is reused; ``--stage`` trains one stage.
   The teacher (``teacher_variant``) is chosen by the planner (:mod:`samdg.planning.distillation`).
 
@@ -49,6 +50,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -198,7 +200,7 @@ class ESPMedSAM(FrozenSamMethod):
         if not path.is_file():
             return [self._teacher_line() + f"; no medical teacher ({path} absent; samdg_train ... --stage teacher "
                                            "trains it): common knowledge only"]
-        encoder_state = _stage_encoder(path, self.settings.controllers, "the teacher")
+        encoder_state = _encoder_weights(_stage_checkpoint(path, self.settings.controllers, "the teacher"))
         prefix = len("image_encoder.")
         try:
             self.teachers["teacher"].make_medical(self.encoder_controllers,
@@ -214,16 +216,31 @@ class ESPMedSAM(FrozenSamMethod):
         return [f"espmedsam distillation: controller k imitates the medical teacher ({teacher or student} with its "
                 f"{self.encoder_controllers} controller(s) trained in the teacher stage, {path}){common}"]
 
+    def validation_loss_selects_best(self) -> bool:
+        """Distill stage: ``checkpoint_best.pth`` is the epoch with the lowest validation distillation loss (as
+        released; the stage's Dice is that of the untrained decoder)."""
+        return self.distilling
+
     def before_training(self, fold_dir: Path) -> list[str]:
-        """Distill stage: say which teacher. Segment stage: start from the controllers (and the aggregator, when it
-        trains) of ``fold_dir/distill/checkpoint_final.pth`` when that file exists."""
+        """Segment stage: start from the controllers (and the aggregator, when it trains) of the finished
+        distillation in ``fold_dir/distill``: its ``checkpoint_best.pth`` (lowest validation distillation loss), or
+        ``checkpoint_final.pth`` when the distillation kept no best by that loss."""
         if self.stage != "segment":
             return []
-        path = Path(fold_dir) / DISTILL_FOLDER / "checkpoint_final.pth"
+        folder = Path(fold_dir) / DISTILL_FOLDER
+        path = folder / "checkpoint_final.pth"
         if not path.is_file():
             return [f"espmedsam: no distilled controllers ({path} absent; samdg_train ... --stage distill makes "
                     "them): the controllers start from their random initialisation"]
-        encoder_state = _stage_encoder(path, self.settings.controllers, "the distillation")
+        best = _stage_checkpoint(folder / "checkpoint_best.pth", self.settings.controllers, "the distillation") \
+            if (folder / "checkpoint_best.pth").is_file() else None
+        if best is not None and math.isfinite(best.get("best_val_loss", math.inf)):
+            path, state = folder / "checkpoint_best.pth", best
+            which = f"lowest validation loss {best['best_val_loss']:.6g}, epoch {best['epoch']}"
+        else:  # a distillation from before the loss selection kept its best by the (meaningless) Dice
+            state = _stage_checkpoint(path, self.settings.controllers, "the distillation")
+            which = "final"
+        encoder_state = _encoder_weights(state)
         try:
             result = self.load_state_dict(encoder_state, strict=False)
         except RuntimeError:
@@ -232,7 +249,7 @@ class ESPMedSAM(FrozenSamMethod):
         if result.unexpected_keys:
             raise SamdgError(f"{path}: unexpected distilled weights (e.g. {result.unexpected_keys[0]})")
         return [f"espmedsam: controllers{' and aggregator' if self.settings.train_aggregator else ''} start from the "
-                f"distillation stage ({path})"]
+                f"distillation stage ({path}: {which})"]
 
     def _teacher_line(self) -> str:
         teacher, student = self.settings.teacher_variant, self.image_encoder.config.name
@@ -472,16 +489,22 @@ class ESPMedSAM(FrozenSamMethod):
         return OptimizerSetup(optimizer, scheduler, interval="epoch", grad_clip=self.settings.grad_clip or None)
 
 
-def _stage_encoder(path: Path, controllers: list[str], stage: str) -> dict[str, torch.Tensor]:
-    """The encoder weights (``image_encoder.*``) of an earlier stage's checkpoint, checked to hold this run's
-    controllers."""
+def _stage_checkpoint(path: Path, controllers: list[str], stage: str) -> dict[str, Any]:
+    """An earlier stage's checkpoint, checked to hold this run's controllers."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        settings, weights = state["method_settings"], state["model_state"]
     except Exception:  # torch's many-line message does not help here
+        state = None
+    if not isinstance(state, dict) or not {"method_settings", "model_state"} <= set(state):
         raise SamdgError(f"{path}: not a readable samdg checkpoint (truncated or damaged); train {stage} stage "
-                         "again") from None
+                         "again")
+    settings = state["method_settings"]
     if settings.get("controllers") != controllers:
         raise SamdgError(f"{path}: {stage} stage was trained for controllers {settings.get('controllers')}, this run "
                          f"has {controllers}; train it again on the same training domains")
-    return {key: value for key, value in weights.items() if key.startswith("image_encoder.")}
+    return state
+
+
+def _encoder_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The encoder weights (``image_encoder.*``) of a checkpoint."""
+    return {key: value for key, value in state["model_state"].items() if key.startswith("image_encoder.")}
