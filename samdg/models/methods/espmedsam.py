@@ -232,13 +232,14 @@ class ESPMedSAM(FrozenSamMethod):
         if not path.is_file():
             return [f"espmedsam: no distilled controllers ({path} absent; samdg_train ... --stage distill makes "
                     "them): the controllers start from their random initialisation"]
-        best = _stage_checkpoint(folder / "checkpoint_best.pth", self.settings.controllers, "the distillation") \
-            if (folder / "checkpoint_best.pth").is_file() else None
+        best_path = folder / "checkpoint_best.pth"
+        controllers = self.settings.controllers
+        best = _stage_checkpoint(best_path, controllers, "the distillation") if best_path.is_file() else None
         if best is not None and math.isfinite(best.get("best_val_loss", math.inf)):
-            path, state = folder / "checkpoint_best.pth", best
+            path, state = best_path, best
             which = f"lowest validation loss {best['best_val_loss']:.6g}, epoch {best['epoch']}"
         else:  # a distillation from before the loss selection kept its best by the (meaningless) Dice
-            state = _stage_checkpoint(path, self.settings.controllers, "the distillation")
+            state = _stage_checkpoint(path, controllers, "the distillation")
             which = "final"
         encoder_state = _encoder_weights(state)
         try:
