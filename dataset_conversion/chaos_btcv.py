@@ -62,6 +62,7 @@ from dataset_conversion.common import (
     list_files,
     load_nifti,
     prepare_target,
+    read_grey,
     write_dataset_json,
     write_nifti,
 )
@@ -209,15 +210,9 @@ def read_dicom_volume(files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
 
 def read_ground_truth(files: list[Path], slice_shape: tuple[int, int]) -> np.ndarray:
     """CHAOS Ground PNGs in stacking order -> labels (I,J,K) uint8, grey-level windows mapped to label values."""
-    from PIL import Image
-
     slices = []
     for path in files:
-        try:
-            with Image.open(path) as image:
-                grey = np.asarray(image if image.mode == "L" else image.convert("L"))
-        except OSError as error:
-            raise SamdgError(f"{path}: cannot be read as PNG ({one_line(error)})") from None
+        grey = read_grey(path)
         if grey.shape != slice_shape:
             raise SamdgError(f"{path}: is {grey.shape[0]}x{grey.shape[1]} pixels, its DICOM slice "
                              f"{slice_shape[0]}x{slice_shape[1]}")
