@@ -59,6 +59,7 @@ from dataset_conversion.common import (
     converter_parser,
     copy_file,
     domain_table,
+    input_folder,
     list_files,
     load_nifti,
     prepare_target,
@@ -102,11 +103,9 @@ def natural_key(path: Path) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
 
 
-def find_roots(inputs: Sequence[Path]) -> tuple[Path, Path]:
+def find_roots(inputs: Sequence[str | Path]) -> tuple[Path, Path]:
     """(CHAOS ``MR`` folder, BTCV ``Training`` folder), each looked for at its known places under every input."""
-    for folder in inputs:
-        if not folder.is_dir():
-            raise SamdgError(f"-i {folder}: folder not found")
+    inputs = [input_folder(folder) for folder in inputs]
 
     def find(candidates: tuple[str, ...], what: str) -> Path:
         found = [folder / c for folder in inputs for c in candidates if (folder / c).is_dir()]
@@ -311,7 +310,7 @@ def convert_btcv_case(job: tuple) -> None:
 
 def convert_chaos_btcv(inputs: Sequence[str | Path], dataset_id: int = DEFAULT_ID, num_processes: int = 2) -> Path:
     """Convert the CHAOS and BTCV downloads into ``$SAMDG_raw/DatasetXXX_AbdomenCTMR``; returns the folder."""
-    mr_root, btcv_training = find_roots([Path(p).expanduser() for p in inputs])
+    mr_root, btcv_training = find_roots(inputs)
     target = prepare_target(dataset_id, DATASET_NAME, CONVERTED_BY,
                             {"chaos_mr": str(mr_root.resolve()), "btcv_training": str(btcv_training.resolve())})
     chaos, chaos_domains = chaos_jobs(mr_root, target)

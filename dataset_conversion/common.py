@@ -98,6 +98,14 @@ def prepare_target(dataset_id: int, name: str, converted_by: str, settings: dict
     return target
 
 
+def input_folder(path: str | Path) -> Path:
+    """The ``-i`` download folder, ``~`` expanded; the one-line "folder not found" error when it is not a folder."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise SamdgError(f"-i {folder}: folder not found")
+    return folder
+
+
 def require(path: Path, expected: str) -> Path:
     """``path`` itself if it exists; otherwise the one-line "missing" error, saying what should be there."""
     if not path.exists():

@@ -38,6 +38,7 @@ from dataset_conversion.common import (
     convert_fundus_pair,
     converter_parser,
     domain_table,
+    input_folder,
     list_files,
     prepare_target,
     require,
@@ -98,9 +99,7 @@ def _convert_case(job: tuple[str, str, str, str]) -> None:
 
 def convert_dofe(source_folder: str | Path, dataset_id: int = DEFAULT_ID, num_processes: int = 1) -> Path:
     """Convert the unpacked DoFE fundus archive into ``$SAMDG_raw/DatasetXXX_DoFEFundus``; returns the folder."""
-    source = Path(source_folder).expanduser()
-    if not source.is_dir():
-        raise SamdgError(f"-i {source}: folder not found")
+    source = input_folder(source_folder)
     cases = _cases(source)
     target = prepare_target(dataset_id, "DoFEFundus", CONVERTED_BY, {"input": str(source.resolve())})
     jobs = [(str(image), str(mask), str(target / SPLITS[split][0] / f"{case}_0000.png"),

@@ -38,6 +38,7 @@ import numpy as np
 from dataset_conversion.common import (
     converter_parser,
     domain_table,
+    input_folder,
     list_files,
     load_nifti,
     prepare_target,
@@ -169,9 +170,7 @@ def convert_mnms(source_folder: str | Path, dataset_id: int = DEFAULT_ID, num_pr
                  info_csv: str | Path | None = None) -> tuple[Path, int]:
     """Convert the M&Ms ``OpenDataset`` folder into ``$SAMDG_raw/DatasetXXX_MnMs``; returns (folder, unlabelled
     subjects skipped)."""
-    source = Path(source_folder).expanduser()
-    if not source.is_dir():
-        raise SamdgError(f"-i {source}: folder not found")
+    source = input_folder(source_folder)
     if not (source / "Training").is_dir() and (source / "OpenDataset").is_dir():
         source = source / "OpenDataset"  # the folder the archive unpacks into
     require(source / "Training", "the M&Ms OpenDataset folder (Training, Validation, Testing and the information "

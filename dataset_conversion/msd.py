@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from dataset_conversion.common import check_target, copy_as_nii_gz, load_nifti
+from dataset_conversion.common import check_target, copy_as_nii_gz, input_folder, load_nifti
 from samdg.cli.common import entry_point
 from samdg.errors import SamdgError
 from samdg.paths import dataset_folder_name, raw_root
@@ -126,9 +126,7 @@ def _load_domains(path: Path, case_ids: list[str]) -> dict[str, str]:
 def convert_msd_dataset(source_folder: str | Path, overwrite_id: int | None = None, num_processes: int = 4,
                         domains_json: str | Path | None = None) -> Path:
     """Convert an MSD ``TaskXX_Name`` folder into ``$SAMDG_raw/DatasetXXX_Name``; returns the new folder."""
-    source = Path(source_folder).expanduser()
-    if not source.is_dir():
-        raise SamdgError(f"-i {source}: folder not found")
+    source = input_folder(source_folder)
     for required in ("imagesTr", "labelsTr", "dataset.json"):
         if not (source / required).exists():
             raise SamdgError(f"{source / required}: not found; an MSD task folder holds imagesTr, labelsTr, imagesTs "

@@ -44,6 +44,7 @@ from dataset_conversion.common import (
     convert_fundus_pair,
     converter_parser,
     domain_table,
+    input_folder,
     list_files,
     prepare_target,
     require,
@@ -117,9 +118,7 @@ def _convert_case(job: tuple[str, str, str, str]) -> None:
 def convert_riga(source_folder: str | Path, dataset_id: int = DEFAULT_ID, rater: int = 1,
                  num_processes: int = 1) -> Path:
     """Convert an unpacked RIGA+ download into ``$SAMDG_raw/DatasetXXX_RIGAPlus``; returns the new folder."""
-    source = Path(source_folder).expanduser()
-    if not source.is_dir():
-        raise SamdgError(f"-i {source}: folder not found")
+    source = input_folder(source_folder)
     if rater not in RATERS:
         raise SamdgError(f"--rater must be one of 1..6 (RIGA's six ophthalmologists), got {rater}")
     cases, test = _cases(source, rater), _test_photographs(source)

@@ -56,6 +56,7 @@ from dataset_conversion.common import (
     converter_parser,
     copy_as_nii_gz,
     domain_table,
+    input_folder,
     list_files,
     load_nifti,
     prepare_target,
@@ -216,9 +217,7 @@ def _convert_case(job: tuple[str, str, str, str, bool]) -> None:
 def convert_saml(source_folder: str | Path, dataset_id: int = DEFAULT_ID, zonal: bool = False,
                  num_processes: int = 1) -> Path:
     """Convert a SAML (or DeSAM-layout MaxStyle) download into ``$SAMDG_raw/DatasetXXX_SAMLProstate``."""
-    source = Path(source_folder).expanduser()
-    if not source.is_dir():
-        raise SamdgError(f"-i {source}: folder not found")
+    source = input_folder(source_folder)
     sites = ZONAL_SITES if zonal else SITES
     layout = _layout(source)
     cases = {"desam": _desam_cases, "maxstyle": _maxstyle_cases, "saml": _saml_cases}[layout](source, sites)
