@@ -19,6 +19,7 @@ finished conversion. The input folder is only read.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import re
 import shutil
@@ -104,6 +105,18 @@ def input_folder(path: str | Path) -> Path:
     if not folder.is_dir():
         raise SamdgError(f"-i {folder}: folder not found")
     return folder
+
+
+def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """(column names, rows as dicts) of a CSV table (a UTF-8 byte-order mark is dropped); the one-line error naming
+    ``path`` when it cannot be read."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as stream:
+            reader = csv.DictReader(stream)
+            rows = list(reader)
+            return list(reader.fieldnames or []), rows
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise SamdgError(f"{path}: cannot be read as CSV ({error})") from None
 
 
 def require(path: Path, expected: str) -> Path:

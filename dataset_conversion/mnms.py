@@ -28,7 +28,6 @@ outside 0..3 is an error naming the file.
 from __future__ import annotations
 
 import argparse
-import csv
 import re
 from pathlib import Path
 from typing import Sequence
@@ -42,6 +41,7 @@ from dataset_conversion.common import (
     list_files,
     load_nifti,
     prepare_target,
+    read_csv,
     require,
     write_dataset_json,
     write_nifti,
@@ -74,12 +74,7 @@ def find_info_csv(source: Path) -> Path:
 
 def read_info_csv(path: Path) -> dict[str, tuple[str, int, int]]:
     """External code -> (vendor, ED frame, ES frame) from the M&Ms information CSV."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as stream:
-            reader = csv.DictReader(stream)
-            rows, header = list(reader), reader.fieldnames or []
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise SamdgError(f"{path}: cannot be read as CSV ({error})") from None
+    header, rows = read_csv(path)
     missing = [c for c in CSV_COLUMNS if c not in header]
     if missing:
         raise SamdgError(f"{path}: no column(s) {', '.join(missing)}; the M&Ms information CSV has "

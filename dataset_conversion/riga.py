@@ -29,7 +29,6 @@ is an error naming the file); that RIGA+'s test CSVs end in ``_test.csv`` and ha
 
 from __future__ import annotations
 
-import csv
 import re
 from pathlib import Path
 from typing import Sequence
@@ -47,6 +46,7 @@ from dataset_conversion.common import (
     input_folder,
     list_files,
     prepare_target,
+    read_csv,
     require,
     write_dataset_json,
 )
@@ -88,11 +88,7 @@ def _test_photographs(source: Path) -> set[Path]:
     """The photographs the download's ``*_test.csv`` files list (column ``image``, relative to ``source``)."""
     listed = set()
     for table in sorted(source.glob("*_test.csv")):
-        try:
-            with open(table, newline="", encoding="utf-8-sig") as f:
-                rows = list(csv.DictReader(f))
-        except (OSError, UnicodeDecodeError, csv.Error) as error:
-            raise SamdgError(f"{table}: cannot be read as CSV ({error})") from None
+        _, rows = read_csv(table)
         for line, row in enumerate(rows, start=2):
             if not (row.get("image") or "").strip():
                 raise SamdgError(f"{table}: line {line}: expected a path in the column 'image'")

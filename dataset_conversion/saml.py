@@ -44,7 +44,6 @@ attachment, DeSAM issue #16).
 
 from __future__ import annotations
 
-import csv
 import re
 from pathlib import Path
 from typing import Sequence
@@ -60,6 +59,7 @@ from dataset_conversion.common import (
     list_files,
     load_nifti,
     prepare_target,
+    read_csv,
     require,
     write_dataset_json,
     write_nifti,
@@ -118,11 +118,7 @@ def _saml_cases(source: Path, sites: Sequence[str]) -> list[tuple[str, str, Path
 
 def _read_centres(csv_path: Path) -> list[tuple[int, str]]:
     """(patient id, SAML site) rows of DeSAM's ``prostate_patientid.csv``, in file order."""
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise SamdgError(f"{csv_path}: cannot be read as CSV ({error})") from None
+    _, rows = read_csv(csv_path)
     if not rows or not {"patientid", "center"} <= set(rows[0]):
         raise SamdgError(f"{csv_path}: expected the columns patientid and center")
     centres, lines = [], {}
