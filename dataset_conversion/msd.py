@@ -93,9 +93,7 @@ def _convert_image(job: tuple[str, list[str]]) -> None:
 
 
 def _convert_label(job: tuple[str, list[str]]) -> None:
-    destination = Path(job[1][0])
-    if not destination.is_file():
-        copy_as_nii_gz(Path(job[0]), destination)
+    copy_as_nii_gz(Path(job[0]), Path(job[1][0]))  # skips a label already written (resume)
 
 
 def _convert_labels_json(labels: dict, source: Path) -> dict[str, int]:
