@@ -62,20 +62,18 @@ def group_statistics(per_case: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     n_valid_dice, n_valid_surface, n_both_empty, n_missed, n_false_positive, then mean and std of any ``paper_*``
     metric of the frame. Groups keep first-seen order.
     """
-    paper = metric_columns(per_case)[len(METRIC_NAMES):]
+    metrics = metric_columns(per_case)
+    paper = metrics[len(METRIC_NAMES):]
     rows = []
     for keys, group in per_case.groupby(by, sort=False):
         keys = keys if isinstance(keys, tuple) else (keys,)
         row: dict[str, Any] = dict(zip(by, keys))
         row["n_cases"] = len(group)
-        for metric in METRIC_NAMES:
+        for metric in metrics:  # the frame's ``columns`` below set the column order
             values = group[metric].to_numpy(dtype=float)
             row[f"{metric}_mean"] = nan_mean(values)
             row[f"{metric}_std"] = _nanstd(values)
         row.update(_empty_counts(group))
-        for metric in paper:
-            values = group[metric].to_numpy(dtype=float)
-            row[f"{metric}_mean"], row[f"{metric}_std"] = nan_mean(values), _nanstd(values)
         rows.append(row)
     columns = [*by, "n_cases", *(f"{m}_{s}" for m in METRIC_NAMES for s in ("mean", "std")), *COUNT_COLUMNS,
                *(f"{m}_{s}" for m in paper for s in ("mean", "std"))]
