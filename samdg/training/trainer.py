@@ -281,35 +281,28 @@ class Trainer:
         return {key: float(totals[i]) / count for i, key in enumerate(keys)}
 
     @torch.no_grad()
-    def validate_epoch(self) -> dict[str, float]:
-        """Slice-level pseudo Dice per class on the fixed validation batches (summed over processes)."""
+    def validate_epoch(self) -> tuple[dict[str, float], float | None]:
+        """One pass over the fixed validation batches (summed over processes): slice-level pseudo Dice per class,
+        and the mean method loss (:meth:`loss` of :meth:`forward`) when the method selects its best checkpoint by
+        it, else None."""
         confusion = torch.zeros((self.label_spec.num_classes, 3), dtype=torch.float64)
+        with_loss = self.method.validation_loss_selects_best()
+        loss_totals = torch.zeros(2, dtype=torch.float64)  # loss sum, batches
         self.val_indices.set_epoch(0)  # the same slices every epoch
         with evaluating(self.method):
             for batch in self.val_loader:
                 batch = self.prepare(batch)
                 with self.autocast():
                     logits = self.method.predict(batch["image"], batch.get("features"))
+                    if with_loss:
+                        loss, _ = self.method.loss(self.method(batch), batch)
+                        loss_totals += torch.tensor([float(loss), 1.0], dtype=torch.float64)
                 confusion += slice_confusion(logits, batch["target"], self.label_spec).cpu().double()
         all_reduce_sum(confusion, self.context)
-        return dice_per_class(confusion, self.label_spec)
-
-    @torch.no_grad()
-    def validation_loss(self) -> float | None:
-        """Mean method loss on the fixed validation batches (over all processes), when the method selects its best
-        checkpoint by it; else None."""
-        if not self.method.validation_loss_selects_best():
-            return None
-        totals = torch.zeros(2, dtype=torch.float64)  # loss sum, batches
-        self.val_indices.set_epoch(0)
-        with evaluating(self.method):
-            for batch in self.val_loader:
-                batch = self.prepare(batch)
-                with self.autocast():
-                    loss, _ = self.method.loss(self.method(batch), batch)
-                totals += torch.tensor([float(loss), 1.0], dtype=torch.float64)
-        all_reduce_sum(totals, self.context)
-        return float(totals[0] / totals[1])
+        if not with_loss:
+            return dice_per_class(confusion, self.label_spec), None
+        all_reduce_sum(loss_totals, self.context)
+        return dice_per_class(confusion, self.label_spec), float(loss_totals[0] / loss_totals[1])
 
     def end_epoch(self, epoch: int, train: dict[str, float], val_dice: dict[str, float], seconds: float,
                   train_seconds: float, val_loss: float | None = None) -> None:
@@ -501,7 +494,7 @@ class Trainer:
             started = time.perf_counter()
             train = self.train_epoch(epoch)
             train_seconds = time.perf_counter() - started
-            val_dice, val_loss = self.validate_epoch(), self.validation_loss()
+            val_dice, val_loss = self.validate_epoch()
             self.end_epoch(epoch, train, val_dice, time.perf_counter() - started, train_seconds, val_loss)
         return self.finish()
 
