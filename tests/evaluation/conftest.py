@@ -15,6 +15,24 @@ def write_nifti_label(path, array_zyx, spacing_zyx=(1.0, 1.0, 1.0), origin=(0.0,
 
 
 @pytest.fixture
+def png_label_folders(tmp_path):
+    """Writes reference and prediction folders ``tmp_path/ref``, ``tmp_path/pred`` of 2D PNG label maps:
+    ``png_label_folders({case: ((Y,X) reference, (Y,X) prediction)})`` -> (reference_dir, prediction_dir)."""
+    from PIL import Image
+
+    def write(cases):
+        reference_dir, prediction_dir = tmp_path / "ref", tmp_path / "pred"
+        reference_dir.mkdir()
+        prediction_dir.mkdir()
+        for case, (reference, prediction) in cases.items():
+            Image.fromarray(np.asarray(reference, dtype=np.uint8)).save(reference_dir / f"{case}.png")
+            Image.fromarray(np.asarray(prediction, dtype=np.uint8)).save(prediction_dir / f"{case}.png")
+        return reference_dir, prediction_dir
+
+    return write
+
+
+@pytest.fixture
 def two_domain_folders(tmp_path):
     """Reference and prediction folders: 3 cases (2 in domain CT, 1 in MR), labels liver=1 and spleen=2.
 

@@ -115,18 +115,12 @@ def test_without_dataset_json_labels_are_the_values_found(two_domain_folders, tm
     assert summary["mean"]["1"]["Dice"] == pytest.approx(8 / 9)
 
 
-def test_single_slice_png_labels_use_in_plane_distances(tmp_path):
-    from PIL import Image
-
-    reference_dir, prediction_dir = tmp_path / "ref", tmp_path / "pred"
-    reference_dir.mkdir()
-    prediction_dir.mkdir()
+def test_single_slice_png_labels_use_in_plane_distances(tmp_path, png_label_folders):
     reference = np.zeros((7, 7), dtype=np.uint8)
     reference[2:5, 2:5] = 1
     prediction = np.zeros_like(reference)
     prediction[3, 3] = 1
-    Image.fromarray(reference).save(reference_dir / "img.png")
-    Image.fromarray(prediction).save(prediction_dir / "img.png")
+    reference_dir, prediction_dir = png_label_folders({"img": (reference, prediction)})
     spec = LabelSpec.from_dataset_json({"background": 0, "disc": 1})
     summary = evaluate_folders(reference_dir, prediction_dir, spec, None, tmp_path / "out", num_processes=1,
                                progress=False)

@@ -61,32 +61,20 @@ def test_ignored_voxels_do_not_make_a_slice_foreground():
     assert metrics["paper_dice_fg_slices"] == 1.0 and metrics["paper_dice_per_image"] == 1.0
 
 
-def write_png(path, array_yx):
-    from PIL import Image
-
-    Image.fromarray(np.asarray(array_yx, dtype=np.uint8)).save(path)
-
-
-def two_fundus_images(tmp_path):
+@pytest.fixture
+def two_fundus_images(png_label_folders):
     """Two fundus-like images: one half right, one with no disc in the reference but a predicted one. samdg's Dice
     scores the second 0 (a false positive); the per-image paper Dice never looks at it."""
-    reference_dir, prediction_dir = tmp_path / "ref", tmp_path / "pred"
-    reference_dir.mkdir()
-    prediction_dir.mkdir()
     disc = np.zeros((6, 6), dtype=np.uint8)
     disc[1:3, 1:3] = 1
     half = np.zeros_like(disc)
     half[1, 1:3] = 1
     half[4, 4:6] = 1
-    write_png(reference_dir / "img_1.png", disc)
-    write_png(prediction_dir / "img_1.png", half)
-    write_png(reference_dir / "img_2.png", np.zeros_like(disc))
-    write_png(prediction_dir / "img_2.png", disc)
-    return reference_dir, prediction_dir
+    return png_label_folders({"img_1": (disc, half), "img_2": (np.zeros_like(disc), disc)})
 
 
-def test_paper_columns_of_a_2d_dataset_beside_the_whole_image_dice(tmp_path):
-    reference_dir, prediction_dir = two_fundus_images(tmp_path)
+def test_paper_columns_of_a_2d_dataset_beside_the_whole_image_dice(two_fundus_images, tmp_path):
+    reference_dir, prediction_dir = two_fundus_images
     output = tmp_path / "out"
     spec = LabelSpec.from_dataset_json({"background": 0, "disc": 1})
     domains = {"img_1": "MESSIDOR_Base1", "img_2": "MESSIDOR_Base1"}
@@ -118,10 +106,10 @@ def test_without_the_option_the_outputs_are_the_whole_volume_ones(two_domain_fol
     assert "paper_metrics_note" not in summary and "paper_dice_fg_slices" not in summary["foreground_mean"]
 
 
-def test_samdg_evaluate_prints_the_paper_columns_and_the_inflation_note(tmp_path, capsys):
+def test_samdg_evaluate_prints_the_paper_columns_and_the_inflation_note(two_fundus_images, tmp_path, capsys):
     from samdg.cli import evaluate
 
-    reference_dir, prediction_dir = two_fundus_images(tmp_path)
+    reference_dir, prediction_dir = two_fundus_images
     assert evaluate.main(["-ref", str(reference_dir), "-pred", str(prediction_dir), "-o", str(tmp_path / "out"),
                           "-np", "1", "--paper-metrics"]) == 0
     printed = capsys.readouterr().out
