@@ -67,9 +67,10 @@ def kfold_split(case_ids: list[str], num_folds: int = NUM_FOLDS, seed: int = SPL
     return splits
 
 
-def splits_file(preprocessed_dir: Path, domains: list[str] | None) -> Path:
+def splits_file(preprocessed_dir: Path, domains: list[str] | None, kind: str = "final") -> Path:
+    """``splits_<kind>[__src-A+B].json``: the k-fold splits (``final``) or fold ``first90``'s split."""
     tag = domain_tag(domains)
-    return Path(preprocessed_dir) / (f"splits_final__{tag}.json" if tag else "splits_final.json")
+    return Path(preprocessed_dir) / (f"splits_{kind}__{tag}.json" if tag else f"splits_{kind}.json")
 
 
 def select_cases(case_domains: dict[str, str], domains: list[str] | None) -> list[str]:
@@ -137,9 +138,7 @@ def ordered_holdout_split(case_ids: list[str]) -> dict[str, list[str]]:
 def ordered_holdout(preprocessed_dir: Path, selected: list[str],
                     domains: list[str] | None) -> tuple[list[str], list[str]]:
     """(train, val) of fold ``first90``, from its split file (created on first use)."""
-    tag = domain_tag(domains)
-    path = Path(preprocessed_dir) / (f"splits_{ORDERED_HOLDOUT_FOLD}__{tag}.json" if tag
-                                     else f"splits_{ORDERED_HOLDOUT_FOLD}.json")
+    path = splits_file(preprocessed_dir, domains, ORDERED_HOLDOUT_FOLD)
     if not path.is_file():
         dataset_json = Path(preprocessed_dir) / "dataset.json"
         listed = list((load_json(dataset_json).get("domains") or {}) if dataset_json.is_file() else {})
