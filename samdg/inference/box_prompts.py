@@ -27,8 +27,7 @@ from samdg.imageio.geometry import to_canonical
 from samdg.labels import LabelSpec
 from samdg.models.layers.box_prompts import boxes_from_masks
 from samdg.planning.plans import Plans
-from samdg.preprocessing.cropping import crop
-from samdg.preprocessing.resampling import resample_labels
+from samdg.preprocessing.pipeline import label_to_preprocessed
 
 ORACLE_LABEL = "ground-truth box prompts (oracle)"
 DEFAULT_SLICE_AXIS = 2
@@ -51,11 +50,7 @@ def check_box_prompts(method: Any, name: str) -> None:
 def masks_to_preprocessed(masks: np.ndarray, properties: dict[str, Any], plans: Plans) -> np.ndarray:
     """(K,Z,Y,X) per-class masks in canonical raw space -> (K,S,H,W) bool in preprocessed space, by the label path
     of :func:`samdg.preprocessing.pipeline.preprocess_case` (transpose, crop to its recorded box, resample)."""
-    forward = list(plans.transpose_forward)
-    box = properties["bbox_used_for_cropping"]
-    new_hw = tuple(int(v) for v in properties["shape_after_resampling"][1:])
-    out = [resample_labels(np.ascontiguousarray(crop(mask.transpose(forward), box)).astype(np.int16), new_hw) > 0
-           for mask in masks]
+    out = [label_to_preprocessed(mask, properties, plans) > 0 for mask in masks]
     return np.stack(out) if out else np.zeros((0, *properties["shape_after_resampling"]), dtype=bool)
 
 

@@ -74,21 +74,18 @@ def preprocess_case(image: np.ndarray, geometry: Geometry | dict, plans: Plans,
                              f"of preprocessing (0..{MAX_LABEL_VALUE})")
     forward = list(plans.transpose_forward)
     data = image.transpose(0, *[a + 1 for a in forward])
-    seg = label.transpose(forward) if label is not None else None
     spacing = [float(geometry.spacing[a]) for a in forward]
     shape_before = [int(s) for s in data.shape[1:]]
 
     box = nonzero_bounding_box(data) if plans.crop_to_nonzero else full_box(data.shape[1:])
     data = crop(data, box)
-    seg = crop(seg, box) if seg is not None else None
     shape_cropped = [int(s) for s in data.shape[1:]]
 
     data, windows = normalize(data, plans.normalization)
     new_hw = new_inplane_shape(shape_cropped[1:], spacing[1:], plans.target_spacing[1:])
     data = resample_image(data, new_hw)
     np.clip(data, 0.0, 1.0, out=data)  # bicubic overshoots slightly at edges
-    if seg is not None:
-        seg = resample_labels(np.ascontiguousarray(seg).astype(np.int16, copy=False), new_hw)[None]
+    seg = _label_path(label, forward, box, new_hw)[None] if label is not None else None
 
     properties = {
         "geometry": geometry.to_dict(),
@@ -105,6 +102,19 @@ def preprocess_case(image: np.ndarray, geometry: Geometry | dict, plans: Plans,
     if seg is not None:
         properties["slices_with_label"] = slices_with_label(seg[0])
     return data, seg, properties
+
+
+def label_to_preprocessed(label: np.ndarray, properties: dict[str, Any], plans: Plans) -> np.ndarray:
+    """(Z,Y,X) canonical label map (or mask) of a case -> (S,H,W) int16, by the label path of
+    :func:`preprocess_case` with the crop box and shape it recorded in ``properties``."""
+    new_hw = tuple(int(v) for v in properties["shape_after_resampling"][1:])
+    return _label_path(label, list(plans.transpose_forward), properties["bbox_used_for_cropping"], new_hw)
+
+
+def _label_path(label: np.ndarray, forward: list[int], box: list[list[int]], new_hw: tuple[int, int]) -> np.ndarray:
+    """Transpose to (slice,row,col), crop to ``box``, resample in-plane to ``new_hw`` (nearest) -> int16."""
+    cropped = crop(label.transpose(forward), box)
+    return resample_labels(np.ascontiguousarray(cropped).astype(np.int16, copy=False), new_hw)
 
 
 def invert_to_original(array: np.ndarray, properties: dict[str, Any], plans: Plans,
