@@ -42,6 +42,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from samdg.utils.files import atomic_write_json, atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DATASET_ID = 941
@@ -229,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[dg_levers] {result['row']}: cross-domain Dice {result['dice_cross_domain']:.3f}, "
               f"{result['seconds']:.0f} s", flush=True)
         record["rows"] = list(results.values())
-        args.out.write_text(json.dumps(record, indent=2))
-        args.out.with_suffix(".md").write_text(markdown(results))
+        atomic_write_json(args.out, record)  # the record the next run resumes from: never half-written
+        atomic_write_text(args.out.with_suffix(".md"), markdown(results))
     print(markdown(results))
     return 0
 
