@@ -13,7 +13,6 @@ checkpoint changed), evaluations and tables are recomputed (they are cheap).
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ from samdg.dataset.raw import RawDataset, load_raw_dataset
 from samdg.errors import SamdgError
 from samdg.paths import raw_dataset_dir, resolve_dataset_name, results_dataset_dir
 from samdg.utils.files import atomic_write_json, load_json, make_folder
-from samdg.utils.nan import nan_mean
+from samdg.utils.nan import nan_mean, nan_to_none
 
 FOLD = "all"
 
@@ -297,9 +296,9 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
     for metric in matrix.metrics_of(cells_frame):
         frame = matrix.matrix_frame(cells_frame, metric, rows, targets)
         value = frame.loc[matrix.COLUMN_MEAN, matrix.ROW_MEAN]
-        headline[f"{metric}_cross_domain_mean"] = None if value is None or math.isnan(value) else float(value)
+        headline[f"{metric}_cross_domain_mean"] = nan_to_none(value)
     for metric, value in pooled_means.items():
-        headline[f"{metric}_pooled_cross_domain_mean"] = None if math.isnan(value) else value
+        headline[f"{metric}_pooled_cross_domain_mean"] = nan_to_none(value)
     result = {
         "dataset": dataset_name,
         "settings": asdict(settings),
