@@ -164,3 +164,22 @@ def test_the_cache_holds_the_plain_teacher_beside_the_per_controller_embeddings(
     assert torch.allclose(from_cache, live)
     frozen, _ = _distill_with_medical_teacher(tmp_path, train_aggregator=False)  # the term has nothing to train
     assert frozen.cacheable_features() == () and "teacher_plain" not in frozen.encode_for_cache(images)
+
+
+def test_a_plain_teacher_runs_once_per_batch_for_both_distillation_terms(monkeypatch):
+    torch.manual_seed(0)
+    settings = {**DOMAINS, "stage": "distill", "train_aggregator": True}
+    student = build_method("espmedsam", build_sam("tiny_tinyvit_test", pretrained=False), settings, SPEC)
+    teacher = student.teachers["teacher"]
+    assert student.common_knowledge and not teacher.is_medical
+    size = student.image_encoder.config.input_size
+    images = torch.rand(2, 3, size, size)
+    runs = []
+    embed = teacher._embed
+    monkeypatch.setattr(teacher, "_embed", lambda *args: runs.append(1) or embed(*args))
+    outputs = student({"image": images, "domain": ["siteA", "siteB"]})
+    assert len(runs) == 1
+    with torch.no_grad():
+        expected = embed(images, None)
+    assert torch.equal(outputs["teacher_embedding"], expected)
+    assert torch.equal(outputs["plain_teacher_embedding"], expected)

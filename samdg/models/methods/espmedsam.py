@@ -404,7 +404,10 @@ class ESPMedSAM(FrozenSamMethod):
                 logits = self.decode(features)
             outputs = {"logits": logits, "embedding": features["embedding"], "teacher_embedding": teacher}
             if self.common_knowledge:
-                outputs.update(self.common_knowledge_pair(batch["image"], batch.get("features")))
+                cached = batch.get("features")
+                if cached is None and not self.teachers["teacher"].is_medical:
+                    cached = {"embedding": teacher}  # a plain teacher's one embedding serves both terms: run it once
+                outputs.update(self.common_knowledge_pair(batch["image"], cached))
             return outputs
         logits, patch_logits = self.decode_all(features)
         return {"logits": logits, "patch_logits": patch_logits}
