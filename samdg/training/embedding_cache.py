@@ -21,8 +21,8 @@ its augmented label. Each training draw takes one of the K views at random. Ever
 dropped; disk: each round has its own subfolder). The disk key adds the preset, K and the seed to the encoder's.
 
 The disk key also holds a code version (:func:`code_version`): a hash of the source files that compute the features
-(``FEATURE_CODE``: models and encoders, slice loading, augmentation, this module). After a change of any of them a
-run writes a new cache folder instead of reusing features the new code would not compute; old folders are left in
+(``FEATURE_CODE``: models and encoders, the encoder input (channels, resize, pad), slice loading, augmentation,
+this module). After a change of any of them a run writes a new cache folder instead of reusing features the new code would not compute; old folders are left in
 place (delete ``embedding_cache/`` to free the space).
 
 float16 storage rounds the features (relative error ~5e-4); training with the cache is therefore close to, not
@@ -45,8 +45,9 @@ from samdg.utils.files import atomic_path, remove_stale_temp_files
 CACHE_MODES = ("off", "memory", "disk")
 # Modules (a package: all of its files) whose code decides what a cached entry holds: the encoders and methods
 # compute the features, slice loading and augmentation make their input, this module stores them.
-FEATURE_CODE = ("samdg.models", "samdg.training.slices", "samdg.training.loader", "samdg.training.augmentation",
-                "samdg.training.dg_augmentations", "samdg.training.embedding_cache")
+FEATURE_CODE = ("samdg.models", "samdg.preprocessing.sam_input", "samdg.training.dataset", "samdg.training.slices",
+                "samdg.training.loader", "samdg.training.augmentation", "samdg.training.dg_augmentations",
+                "samdg.training.embedding_cache")
 
 
 def code_version(modules: tuple[str, ...] = FEATURE_CODE) -> str:

@@ -45,7 +45,8 @@ def test_cache_key_holds_the_code_version_of_the_feature_code():
     assert cache_key(description) == cache_key(description, code=code_version())
     assert cache_key(description, code="a" * 16) != cache_key(description, code="b" * 16)
     # the augmentation and encoder code are among what the version hashes
-    assert {"samdg.models", "samdg.training.dg_augmentations", "samdg.training.augmentation"} <= set(FEATURE_CODE)
+    assert {"samdg.models", "samdg.preprocessing.sam_input", "samdg.training.dataset",
+            "samdg.training.dg_augmentations", "samdg.training.augmentation"} <= set(FEATURE_CODE)
 
 
 def test_opening_a_disk_cache_removes_stale_temp_files_only(tmp_path):
