@@ -22,8 +22,8 @@ dropped; disk: each round has its own subfolder). The disk key adds the preset, 
 
 The disk key also holds a code version (:func:`code_version`): a hash of the source files that compute the features
 (``FEATURE_CODE``: models and encoders, the encoder input (channels, resize, pad), slice loading, augmentation,
-this module). After a change of any of them a run writes a new cache folder instead of reusing features the new code would not compute; old folders are left in
-place (delete ``embedding_cache/`` to free the space).
+this module). After a change of any of them a run writes a new cache folder instead of reusing features the new
+code would not compute; old folders are left in place (delete ``embedding_cache/`` to free the space).
 
 float16 storage rounds the features (relative error ~5e-4); training with the cache is therefore close to, not
 bit-identical with, training without it. The plain cache also serves the per-epoch validation slices, which are
